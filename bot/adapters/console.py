@@ -1,0 +1,114 @@
+"""The console: talk to the bot from a terminal, or drive whole conversations through a pipe.
+
+One message per input line; replies go to standard output as plain text. Buttons are listed
+with numbers, and typing a number presses one. The console is trusted: `--as EMAIL` speaks as
+that person of the roster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from bot.adapters.rendering import message_text
+from handlers.dispatch import Core
+from handlers.types import Choice, Incoming, Outgoing
+from messages import Renderer
+
+ANONYMOUS = "local"
+
+
+class ConsoleAdapter:
+    """Reads lines, hands them to the core, prints the replies."""
+
+    platform = "console"
+
+    def __init__(
+        self,
+        core: Core,
+        renderer: Renderer,
+        *,
+        user: str = ANONYMOUS,
+        display_name: str = "",
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        locale: str = "en",
+    ) -> None:
+        self.core = core
+        self.renderer = renderer
+        self.user = user
+        self.display_name = display_name
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.locale = locale
+        self.buttons: list[Choice] = []
+        self.in_form = False
+
+    # -- the outbox's view of this adapter ------------------------------------------------
+    def reaches(self, chat_id: str) -> bool:
+        return chat_id == self.user
+
+    async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+        """Show a notice queued for the person at this console."""
+        self.show([Outgoing(message.key, {"tz": tz, **message.context}, message.choices,
+                            private=message.private)], notice=True)
+
+    # -- the conversation -----------------------------------------------------------------
+    def to_incoming(self, line: str) -> Incoming:
+        text = line.strip()
+        if text.isdigit() and self.buttons and not self.in_form:
+            number = int(text)
+            if 1 <= number <= len(self.buttons):
+                text = self.buttons[number - 1].value
+        return Incoming(platform="console", user_id=self.user, chat_id=self.user, text=text,
+                        display_name=self.display_name, locale=self.locale)
+
+    def show(self, replies: Sequence[Outgoing], *, notice: bool = False) -> None:
+        for out in replies:
+            lines = []
+            if notice:
+                lines.append("[notice]")
+            lines.append(message_text(self.renderer, out, self.locale, "plain"))
+            if out.choices:
+                lines += [f"  {n}) {c.label}" for n, c in enumerate(out.choices, 1)]
+            if out.step is not None:
+                controls = ["/cancel"]
+                if out.step.can_go_back:
+                    controls.insert(0, "/back")
+                if not out.step.field.required:
+                    controls.insert(0, "/skip")
+                lines.append(f"  ({' · '.join(controls)})")
+            if out.file is not None:
+                lines.append(f"  [file {out.file.name}, {len(out.file.content)} bytes]")
+            print("\n".join(lines), file=self.stdout)
+            print(file=self.stdout)
+            if not notice:
+                self.in_form = out.step is not None
+                self.buttons = list(out.choices) if out.choices else self.buttons
+        self.stdout.flush()
+
+    async def say(self, line: str) -> list[Outgoing]:
+        """Handle one line as if typed; returns and prints the replies."""
+        replies = await self.core.handle(self.to_incoming(line))
+        self.show(replies)
+        return replies
+
+    async def run(self, outbox_sweep: object | None = None) -> None:
+        """Converse until end of input (Ctrl-D) or /quit."""
+        interactive = self.stdin.isatty()
+        loop = asyncio.get_running_loop()
+        while True:
+            if interactive:
+                print("you> ", end="", file=self.stdout, flush=True)
+            line = await loop.run_in_executor(None, self.stdin.readline)
+            if not line:
+                break
+            if line.strip() in ("/quit", "/exit"):
+                break
+            if not line.strip():
+                continue
+            await self.say(line)
+            if outbox_sweep is not None:
+                await outbox_sweep()  # type: ignore[operator]

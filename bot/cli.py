@@ -1,0 +1,239 @@
+"""`fpbot`: the one console command. `fpbot --help` lists what it does."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot import logs
+from bot.adapters.console import ANONYMOUS, ConsoleAdapter
+from bot.app import BotApp
+from bot.settings import Settings
+from storage.db import StoreUnavailable, safe_url
+from storage.demo import load_demo
+from storage.invitations import create_invitation
+from storage.models import Person
+from storage.roster import export_roster, import_roster, load_members, set_chair
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fpbot",
+        description="Focal Points Bot: the chat assistant of the WPS Focal Points Network.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run every configured adapter and the scheduler "
+                                     "(the console chat when no platform token is set)")
+    run.add_argument("--as", dest="email", help="with the console: speak as this person")
+    chat = sub.add_parser("chat", help="talk to the bot in this terminal, or through a pipe")
+    chat.add_argument("--as", dest="email", help="speak as the person with this e-mail")
+
+    db = sub.add_parser("db", help="the database schema")
+    db.add_subparsers(dest="action", required=True).add_parser(
+        "upgrade", help="apply pending migrations")
+
+    roster = sub.add_parser("roster", help="people and their roles, as CSV")
+    ra = roster.add_subparsers(dest="action", required=True)
+    ri = ra.add_parser("import", help="add or update people from a CSV file (all or nothing)")
+    ri.add_argument("file", type=Path)
+    re_ = ra.add_parser("export", help="write the roster as CSV")
+    re_.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+
+    members = sub.add_parser("members", help="the Network's members")
+    ma = members.add_subparsers(dest="action", required=True)
+    mi = ma.add_parser("import", help="load members (default: the 78 of December 2017)")
+    mi.add_argument("file", type=Path, nargs="?")
+
+    chair = sub.add_parser("chair", help="record the chair of a year (the troika follows)")
+    chair.add_argument("year", type=int)
+    chair.add_argument("member", help="member code, e.g. germany")
+
+    sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
+    invite = sub.add_parser("invite", help="print a one-time invitation code for a person")
+    invite.add_argument("email")
+    return p
+
+
+async def _open(settings: Settings) -> BotApp:
+    app = BotApp(settings)
+    await app.open()
+    return app
+
+
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    await app.close()
+    print(f"database {safe_url(app.db.url)} is up to date")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        async with app.db.transaction() as session:
+            added, report = await load_demo(session, app.clock.now())
+        if not report.ok:
+            print("\n".join(report.errors), file=sys.stderr)
+            return 1
+        print(f"Demo data loaded into {safe_url(app.db.url)}: {added} members added, "
+              f"chairs 2017-2019 (Spain, Germany, Namibia), "
+              f"{report.people_added} demo people added.")
+        print("Demo people (all marked “(demo)”; addresses at demo.invalid):")
+        print("  coordinator@demo.invalid  secretariat (UN-Women)")
+        print("  fp.chile@demo.invalid     focal point of Chile")
+        print("  fp.germany@demo.invalid   focal point of Germany (chair 2018)")
+        print("Try: fpbot chat --as fp.chile@demo.invalid")
+        return 0
+    finally:
+        await app.close()
+
+
+async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        async with app.db.transaction() as session:
+            added = await (load_members(session, args.file) if args.file
+                           else load_members(session))
+        print(f"{added} members added")
+        return 0
+    finally:
+        await app.close()
+
+
+async def cmd_chair(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        async with app.db.transaction() as session:
+            await set_chair(session, args.year, args.member)
+        print(f"chair {args.year}: {args.member}")
+        return 0
+    except LookupError as exc:
+        print(f"fpbot: {exc.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        await app.close()
+
+
+async def cmd_roster(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        if args.action == "export":
+            async with app.db.transaction() as session:
+                text = await export_roster(session)
+            if args.output:
+                args.output.write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(text)
+            return 0
+        try:
+            text = args.file.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            print(f"fpbot: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        async with app.db.transaction() as session:
+            report = await import_roster(session, text, app.clock.now())
+            if not report.ok:
+                await session.rollback()
+        if not report.ok:
+            print(f"{args.file}: nothing imported, {len(report.errors)} problem(s):",
+                  file=sys.stderr)
+            print("\n".join(f"  {e}" for e in report.errors), file=sys.stderr)
+            return 1
+        print(f"{args.file}: {report.people_added} people added, {report.people_updated} "
+              f"updated, {report.roles_added} roles added")
+        return 0
+    finally:
+        await app.close()
+
+
+async def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        async with app.db.transaction() as session:
+            person = await session.scalar(
+                select(Person).where(Person.email == args.email.strip().lower()))
+            if person is None:
+                print(f"fpbot: nobody with the e-mail {args.email} is on the roster",
+                      file=sys.stderr)
+                return 1
+            code, invitation = await create_invitation(
+                session, person.id, "invite", now=app.clock.now(),
+                ttl=app.core.config.invite_ttl)
+        print(f"{code}  (for {person.name}; send /start {code} to the bot; "
+              f"valid until {invitation.expires_at:%Y-%m-%d %H:%M} UTC, once)")
+        return 0
+    finally:
+        await app.close()
+
+
+async def _console(app: BotApp, email: str | None) -> int:
+    user, name = ANONYMOUS, ""
+    if email:
+        person = await app.core.console_identity(email)
+        if person is None:
+            print(f"fpbot: nobody with the e-mail {email} is on the roster "
+                  "(load the demo people with: fpbot demo)", file=sys.stderr)
+            return 1
+        user, name = person.email, person.name
+    console = ConsoleAdapter(app.core, app.renderer, user=user, display_name=name)
+    await app.core.resume_outbox("console", user)
+    app.outbox.senders["console"] = console
+    if sys.stdin.isatty():
+        who = f"as {name} <{user}>" if email else "as someone the bot does not know yet"
+        print(f"Focal Points Bot console, {who}. Try /help; Ctrl-D leaves.\n")
+    await app.outbox.deliver_due()
+    await console.run(outbox_sweep=app.outbox.deliver_due)
+    return 0
+
+
+async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        return await _console(app, args.email)
+    finally:
+        await app.close()
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        if not settings.platforms:
+            print("No TELEGRAM_TOKEN or SLACK_BOT_TOKEN is set: opening the console chat.",
+                  file=sys.stderr)
+            app.start_scheduler()
+            return await _console(app, args.email)
+        raise SystemExit("fpbot: platform adapters are not available in this build")
+    finally:
+        await app.close()
+
+
+COMMANDS = {
+    "run": cmd_run, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
+    "members": cmd_members, "chair": cmd_chair, "demo": cmd_demo, "invite": cmd_invite,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.load()
+    chatting = args.command == "chat" or (args.command == "run" and not settings.platforms)
+    logs.setup("ERROR" if chatting else settings.log_level, settings.secrets)
+    try:
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except StoreUnavailable as exc:
+        print(f"fpbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

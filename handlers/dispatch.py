@@ -1,0 +1,244 @@
+"""The core: one entry point that turns an `Incoming` into replies, inside one transaction.
+
+The dispatcher is the single error boundary. A `UserError` rolls the transaction back and the
+person reads its sentence; the store failing mid-way leaves an inbox item unhandled, to be
+retried; anything else is logged with its traceback and the person gets one apology.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+
+from handlers import forms
+from handlers.clock import Clock, SystemClock
+from handlers.context import Context, CoreConfig
+from handlers.forms import Form
+from handlers.routing import Command, refusal, suggestion
+from handlers.types import MAX_TEXT, Incoming, Outgoing, UserError
+from messages import Renderer
+from storage.db import Database
+from storage.models import Conversation, Identity, InboxItem, Person
+from storage.outbox import resume_waiting
+
+log = logging.getLogger(__name__)
+
+STORE_ERRORS = (OperationalError, DBAPIError, PoolTimeout, ConnectionError, OSError)
+
+
+class Core:
+    """The bot's whole behaviour, for every platform."""
+
+    def __init__(
+        self,
+        db: Database,
+        commands: Sequence[Command],
+        forms_by_name: Mapping[str, Form],
+        *,
+        clock: Clock | None = None,
+        renderer: Renderer | None = None,
+        config: CoreConfig | None = None,
+    ) -> None:
+        self.db = db
+        self.commands = {c.name: c for c in commands}
+        self.command_list = list(commands)
+        self.forms = dict(forms_by_name)
+        self.clock = clock or SystemClock()
+        self.renderer = renderer or Renderer()
+        self.config = config or CoreConfig()
+        self.outbox_listeners: list[Callable[[], None]] = []
+
+    # -- the one entry point --------------------------------------------------------------
+    async def handle(self, inc: Incoming, inbox_id: int | None = None) -> list[Outgoing]:
+        """Act on one incoming message and return the replies to send back."""
+        written: list[int] = []
+        try:
+            async with self.db.transaction() as session:
+                if inbox_id is not None and not await self._claim(session, inbox_id):
+                    return []
+                ctx = await self._context(session, inc)
+                replies = self._finish(ctx, await self._dispatch(ctx))
+                written = ctx.outbox_written
+                if inbox_id is not None:
+                    await self._store_replies(session, inbox_id, replies)
+        except UserError as err:
+            replies = [Outgoing(err.key, dict(err.context))]
+        except STORE_ERRORS as exc:
+            log.warning("store unavailable while handling a %s message: %s", inc.platform,
+                        type(exc).__name__)
+            return [Outgoing("errors.store_unavailable")]
+        except Exception:
+            log.exception("unexpected error while handling a %s message", inc.platform)
+            replies = [Outgoing("errors.internal")]
+        else:
+            if written:
+                self._wake_outbox()
+            return replies
+        if inbox_id is not None:
+            try:
+                async with self.db.transaction() as session:
+                    if await self._claim(session, inbox_id):
+                        await self._store_replies(session, inbox_id, replies)
+            except STORE_ERRORS:
+                return [Outgoing("errors.store_unavailable")]
+        return replies
+
+    async def _context(self, session: AsyncSession, inc: Incoming) -> Context:
+        identity = await session.scalar(
+            select(Identity)
+            .where(Identity.platform == inc.platform, Identity.user_id == inc.user_id)
+            .options(joinedload(Identity.person).selectinload(Person.identities),
+                     joinedload(Identity.person).selectinload(Person.roles))
+        )
+        person = identity.person if identity is not None else None
+        if identity is not None:
+            identity.last_seen_at = self.clock.now()
+            if inc.private and inc.chat_id and identity.chat_id != inc.chat_id:
+                identity.chat_id = inc.chat_id
+        return Context(session=session, clock=self.clock, renderer=self.renderer,
+                       config=self.config, incoming=inc, identity=identity, person=person,
+                       commands=self.command_list, forms=self.forms)
+
+    async def _dispatch(self, ctx: Context) -> list[Outgoing]:
+        inc = ctx.incoming
+        if len(inc.text) > MAX_TEXT:
+            raise UserError("errors.too_long", limit=MAX_TEXT, length=len(inc.text))
+        if inc.values is not None:
+            form = self.forms.get(inc.value or "")
+            if form is None:
+                raise UserError("forms.none_open")
+            return await forms.submit_all(ctx, form, inc.values)
+        conv = await forms.current(ctx)
+        if inc.action == "cancel":
+            return await forms.cancel_command(inc, ctx)
+        if conv is not None and inc.command in ("back", "skip"):
+            inc = replace(inc, action=inc.command, text="")
+            ctx.incoming = inc
+        if inc.action in ("answer", "back", "skip") or (conv and inc.command is None):
+            if conv is None:
+                return [Outgoing("forms.none_open")]
+            return await forms.proceed(ctx, self.forms[conv.form], conv)
+        if inc.command is None:
+            if ctx.person is None:
+                return [Outgoing("errors.not_registered", {"command": ""})]
+            return [Outgoing("errors.free_text")]
+        replies = await self._run_command(ctx, inc.command)
+        if conv is not None and not any(r.step for r in replies):
+            still = await forms.current(ctx)
+            if still is not None:
+                replies.append(Outgoing("forms.still_open", {"title": forms.title(ctx, still)}))
+        return replies
+
+    async def _run_command(self, ctx: Context, name: str) -> list[Outgoing]:
+        command = self.commands.get(name)
+        if command is None:
+            return [Outgoing("errors.unknown_command",
+                             {"command": name,
+                              "suggestion": suggestion(name, self.command_list, ctx) or ""})]
+        refused = refusal(command, ctx)
+        if refused is not None:
+            return [refused]
+        replies = await command.run(ctx.incoming, ctx)
+        if command.personal:
+            replies = [replace(r, private=True) for r in replies]
+        return replies
+
+    def _finish(self, ctx: Context, replies: list[Outgoing]) -> list[Outgoing]:
+        tz = ctx.person.timezone if ctx.person else self.config.timezone
+        return [replace(r, context={"tz": tz, **r.context}) for r in replies]
+
+    # -- the durable inbox ----------------------------------------------------------------
+    async def receive(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
+        """Keep an update before it is acknowledged; None when it was already dealt with."""
+        async with self.db.transaction() as session:
+            existing = await session.scalar(
+                select(InboxItem).where(InboxItem.platform == platform, InboxItem.key == key)
+            )
+            if existing is not None:
+                return existing.id if existing.replied_at is None else None
+            item = InboxItem(platform=platform, key=key, payload=payload,
+                             received_at=self.clock.now())
+            session.add(item)
+            await session.flush()
+            return item.id
+
+    async def _claim(self, session: AsyncSession, inbox_id: int) -> bool:
+        result = await session.execute(
+            update(InboxItem)
+            .where(InboxItem.id == inbox_id, InboxItem.handled_at.is_(None))
+            .values(handled_at=self.clock.now(), attempts=InboxItem.attempts + 1)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def _store_replies(
+        self, session: AsyncSession, inbox_id: int, replies: list[Outgoing]
+    ) -> None:
+        await session.execute(
+            update(InboxItem).where(InboxItem.id == inbox_id)
+            .values(replies=[r.to_dict() for r in replies])
+        )
+
+    async def unanswered(self, platform: str) -> list[InboxItem]:
+        """Inbox items not yet handled, or handled but whose replies were not sent."""
+        async with self.db.transaction() as session:
+            rows = await session.scalars(
+                select(InboxItem)
+                .where(InboxItem.platform == platform, InboxItem.replied_at.is_(None))
+                .order_by(InboxItem.id)
+            )
+            return list(rows)
+
+    async def stored_replies(self, inbox_id: int) -> list[Outgoing]:
+        async with self.db.transaction() as session:
+            item = await session.get(InboxItem, inbox_id)
+            return [Outgoing.from_dict(r) for r in (item.replies or [])] if item else []
+
+    async def mark_replied(self, inbox_id: int) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(InboxItem).where(InboxItem.id == inbox_id)
+                .values(replied_at=self.clock.now())
+            )
+
+    # -- small services for adapters ------------------------------------------------------
+    async def remember_form_message(self, platform: str, user_id: str, ref: str) -> None:
+        """Note the platform message that shows someone's current form step."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.platform == platform, Conversation.user_id == user_id)
+                .values(message_ref=ref)
+            )
+
+    async def resume_outbox(self, platform: str, user_id: str) -> None:
+        """Make messages waiting for this account's person due now (they just became reachable)."""
+        async with self.db.transaction() as session:
+            await resume_waiting(session, platform, user_id, self.clock.now())
+
+    async def console_identity(self, email: str) -> Person | None:
+        """Bind the local console to the person with `email` (the console is trusted)."""
+        async with self.db.transaction() as session:
+            person = await session.scalar(select(Person).where(Person.email == email.lower()))
+            if person is None:
+                return None
+            identity = await session.scalar(
+                select(Identity).where(Identity.platform == "console",
+                                       Identity.user_id == person.email)
+            )
+            if identity is None:
+                session.add(Identity(person_id=person.id, platform="console",
+                                     user_id=person.email, chat_id=person.email,
+                                     display_name=person.name, created_at=self.clock.now()))
+            return person
+
+    def _wake_outbox(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()

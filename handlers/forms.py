@@ -1,0 +1,282 @@
+"""Forms: described once, asked step by step (Telegram, console) or all at once (Slack modals).
+
+The state of a form being filled lives in the `conversation` table, so a restart or a second
+instance loses nothing. A wrong answer re-asks the same step with the reason; `/cancel` (or the
+Cancel button) drops the form; Back returns to the previous step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import delete, select
+
+from handlers.context import Context
+from handlers.types import Choice, FieldView, FormStep, FormView, Incoming, Outgoing, UserError
+from storage.models import Conversation
+
+ChoicesFn = Callable[[Context, dict[str, Any]], Awaitable[Sequence[Choice]]]
+Validator = Callable[[Context, str, dict[str, Any]], Awaitable[str]]
+Submit = Callable[[Context, dict[str, Any]], Awaitable[list[Outgoing]]]
+
+KINDS = ("text", "multiline", "choice", "email", "url", "date")
+EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+SKIP_WORDS = frozenset({"-", "skip"})
+
+
+@dataclass(frozen=True)
+class Field:
+    """One question of a form."""
+
+    name: str
+    label: str  # message key of the question
+    kind: str = "text"
+    required: bool = True
+    max_length: int = 200
+    choices: ChoicesFn | None = None
+    validate: Validator | None = None
+    hint: str | None = None  # message key of a hint shown under the question
+
+
+@dataclass(frozen=True)
+class Form:
+    """A form: its fields in order and what happens when it is complete."""
+
+    name: str
+    title: str  # message key
+    fields: tuple[Field, ...]
+    submit: Submit
+    submit_label: str = "forms.submit"
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def index(self, name: str) -> int:
+        return [f.name for f in self.fields].index(name)
+
+
+async def _choices(ctx: Context, field: Field, answers: dict[str, Any]) -> tuple[Choice, ...]:
+    return tuple(await field.choices(ctx, answers)) if field.choices else ()
+
+
+async def _view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldView:
+    return FieldView(
+        name=field.name,
+        label=ctx.label(field.label),
+        kind=field.kind,
+        required=field.required,
+        max_length=field.max_length,
+        choices=await _choices(ctx, field, answers),
+        value=str(answers.get(field.name, "")),
+        hint=ctx.label(field.hint) if field.hint else "",
+    )
+
+
+async def check(ctx: Context, field: Field, raw: str | None, answers: dict[str, Any]) -> str:
+    """The stored form of an answer, or `UserError` saying what is wrong with it."""
+    value = (raw or "").strip()
+    if not value or (not field.required and value.lower() in SKIP_WORDS):
+        if field.required:
+            raise UserError("forms.required")
+        return ""
+    if len(value) > field.max_length:
+        raise UserError("forms.too_long", limit=field.max_length, length=len(value))
+    if field.kind == "choice":
+        value = _pick(value, await _choices(ctx, field, answers))
+    elif field.kind == "email":
+        value = value.lower()
+        if not EMAIL.match(value):
+            raise UserError("forms.bad_email")
+    elif field.kind == "url":
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or " " in value:
+            raise UserError("forms.bad_url")
+    elif field.kind == "date":
+        try:
+            value = date.fromisoformat(value).isoformat()
+        except ValueError:
+            raise UserError("forms.bad_date") from None
+    if field.validate is not None:
+        value = await field.validate(ctx, value, answers)
+    return value
+
+
+def _pick(value: str, choices: Sequence[Choice]) -> str:
+    """Match a typed answer to a choice: its value, its label, or its number in the list."""
+    folded = value.casefold()
+    for c in choices:
+        if folded in (c.value.casefold(), c.label.casefold()):
+            return c.value
+    if value.isdigit() and 1 <= int(value) <= len(choices):
+        return choices[int(value) - 1].value
+    raise UserError("forms.bad_choice")
+
+
+async def _conversation(ctx: Context) -> Conversation | None:
+    inc = ctx.incoming
+    return await ctx.session.scalar(
+        select(Conversation).where(
+            Conversation.platform == inc.platform, Conversation.user_id == inc.user_id
+        )
+    )
+
+
+async def current(ctx: Context) -> Conversation | None:
+    """The form this person is filling in, if any."""
+    return await _conversation(ctx)
+
+
+async def _ask(
+    ctx: Context, form: Form, conv: Conversation, error: UserError | None = None
+) -> Outgoing:
+    field = form.field(conv.step)
+    view = await _view(ctx, field, conv.answers)
+    step = FormStep(
+        form=form.name,
+        title=ctx.label(form.title),
+        field=view,
+        index=form.index(field.name) + 1,
+        total=len(form.fields),
+        can_go_back=form.index(field.name) > 0,
+        version=conv.version,
+        message_ref=conv.message_ref,
+    )
+    errors = {field.name: ctx.label(error.key, **error.context)} if error else {}
+    return Outgoing(
+        "forms.question",
+        {"title": step.title, "question": view.label, "hint": view.hint,
+         "index": step.index, "total": step.total, "optional": not field.required},
+        choices=view.choices,
+        step=step,
+        errors=errors,
+        private=True,
+    )
+
+
+async def view(ctx: Context, form: Form, answers: dict[str, Any] | None = None) -> FormView:
+    """The whole form, for a modal."""
+    answers = answers or {}
+    conv = await _conversation(ctx)
+    return FormView(
+        form=form.name,
+        title=ctx.label(form.title),
+        submit_label=ctx.label(form.submit_label),
+        fields=tuple([await _view(ctx, f, answers) for f in form.fields]),
+        version=conv.version if conv else 0,
+    )
+
+
+async def start(ctx: Context, form: Form, answers: dict[str, Any] | None = None) -> Outgoing:
+    """Open `form` for the caller (replacing any form left half-done) and ask its first step."""
+    inc = ctx.incoming
+    conv = await _conversation(ctx)
+    version = (conv.version + 1) if conv else 1
+    if conv is not None:
+        await ctx.session.delete(conv)
+        await ctx.session.flush()
+    conv = Conversation(
+        platform=inc.platform,
+        user_id=inc.user_id,
+        form=form.name,
+        step=form.fields[0].name,
+        answers=dict(answers or {}),
+        version=version,
+        started_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    ctx.session.add(conv)
+    await ctx.session.flush()
+    out = await _ask(ctx, form, conv)
+    whole = await view(ctx, form, conv.answers)
+    return Outgoing(out.key, out.context, out.choices, out.step, whole, private=True)
+
+
+async def cancel(ctx: Context) -> bool:
+    """Drop the caller's form; False when there was none."""
+    inc = ctx.incoming
+    result = await ctx.session.execute(
+        delete(Conversation).where(
+            Conversation.platform == inc.platform, Conversation.user_id == inc.user_id
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def title(ctx: Context, conv: Conversation | None) -> str:
+    """The title of the form behind a conversation, in the caller's words."""
+    form = ctx.forms.get(conv.form) if conv is not None else None
+    return ctx.label(form.title) if form is not None else ""
+
+
+async def cancel_command(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Drop the form the caller is filling in; nothing of it is kept."""
+    conv = await current(ctx)
+    if not await cancel(ctx):
+        return [Outgoing("forms.nothing_to_cancel")]
+    return [Outgoing("forms.cancelled", {"title": title(ctx, conv)}, closes_form=True)]
+
+
+async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing]:
+    """Take the caller's answer (or Back) for the current step and move the form on."""
+    inc = ctx.incoming
+    if inc.form_version is not None and inc.form_version != conv.version:
+        return [Outgoing("forms.stale", private=True), await _ask(ctx, form, conv)]
+    names = [f.name for f in form.fields]
+    if inc.action == "back":
+        i = names.index(conv.step)
+        conv.step = names[max(i - 1, 0)]
+        return [await _advance(ctx, form, conv)]
+    field = form.field(conv.step)
+    raw = inc.value if inc.value is not None else inc.text
+    if inc.action == "skip":
+        raw = ""
+    try:
+        answer = await check(ctx, field, raw, conv.answers)
+    except UserError as err:
+        return [await _ask(ctx, form, conv, err)]
+    conv.answers = {**conv.answers, field.name: answer}
+    i = names.index(conv.step)
+    if i + 1 < len(names):
+        conv.step = names[i + 1]
+        return [await _advance(ctx, form, conv)]
+    answers = dict(conv.answers)
+    await ctx.session.delete(conv)
+    await ctx.session.flush()
+    return await form.submit(ctx, answers)
+
+
+async def _advance(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
+    conv.version += 1
+    conv.updated_at = ctx.now
+    await ctx.session.flush()
+    return await _ask(ctx, form, conv)
+
+
+async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[Outgoing]:
+    """Validate a whole form at once (a modal); errors come back on their fields."""
+    answers: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for field in form.fields:
+        try:
+            answers[field.name] = await check(ctx, field, values.get(field.name), answers)
+        except UserError as err:
+            errors[field.name] = ctx.label(err.key, **err.context)
+    if errors:
+        return [Outgoing("forms.invalid", {"count": len(errors)}, errors=errors, private=True)]
+    await cancel(ctx)
+    return await form.submit(ctx, answers)
+
+
+async def remember_message(ctx: Context, message_ref: str) -> None:
+    """Note which platform message shows the current step, so the next step can replace it."""
+    conv = await _conversation(ctx)
+    if conv is not None:
+        conv.message_ref = message_ref

@@ -1,0 +1,141 @@
+"""The Network itself: its members, its chairs and the troika, who someone is, and help."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers.context import Context
+from handlers.routing import Command, available
+from handlers.types import Incoming, Outgoing, UserError
+from storage.models import Chair, Member
+
+
+@dataclass(frozen=True)
+class TroikaSeat:
+    year: int
+    member: Member
+    position: str  # "previous", "incumbent" or "next"
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.casefold().replace("-", " ").split())
+
+
+async def find_member(session: AsyncSession, text: str) -> Member | None:
+    """The member someone means: by code, name or alias, ignoring case, dashes and spacing."""
+    wanted = _fold(text)
+    if not wanted:
+        return None
+    for member in await session.scalars(select(Member)):
+        names = [member.code, member.name, *member.aliases.split(";")]
+        if any(_fold(n) == wanted for n in names if n):
+            return member
+    return None
+
+
+async def resolve_member(ctx: Context, value: str, _answers: dict[str, Any]) -> str:
+    """Form validator: turn what was typed into a member code, or say it is unknown."""
+    member = await find_member(ctx.session, value)
+    if member is None:
+        raise UserError("forms.unknown_member", text=value)
+    return member.code
+
+
+async def member_by_code(session: AsyncSession, code: str) -> Member:
+    member = await session.scalar(select(Member).where(Member.code == code))
+    if member is None:
+        raise UserError("forms.unknown_member", text=code)
+    return member
+
+
+async def troika(session: AsyncSession, year: int) -> list[TroikaSeat]:
+    """The troika of `year`: the chairs of the year before, the year itself and the year after."""
+    chairs = {
+        c.year: c.member
+        for c in await session.scalars(select(Chair).where(Chair.year.between(year - 1, year + 1)))
+    }
+    positions = {year - 1: "previous", year: "incumbent", year + 1: "next"}
+    return [TroikaSeat(y, chairs[y], positions[y]) for y in sorted(chairs)]
+
+
+async def show_troika(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Show this year's troika (or another year's: /troika 2018)."""
+    year = ctx.now.year
+    if msg.args:
+        if not msg.args.isdigit() or not 1900 < int(msg.args) < 3000:
+            raise UserError("troika.bad_year", text=msg.args)
+        year = int(msg.args)
+    seats = await troika(ctx.session, year)
+    last = await ctx.session.scalar(select(func.max(Chair.year)))
+    return [
+        Outgoing(
+            "troika.show",
+            {
+                "year": year,
+                "seats": [
+                    {"year": s.year, "member": s.member.name, "position": s.position}
+                    for s in seats
+                ],
+                "last_year": last,
+            },
+        )
+    ]
+
+
+async def whoami(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Tell the caller who the bot takes them for: name, roles, linked accounts, troika seats."""
+    person = ctx.person
+    assert person is not None
+    seats = await troika(ctx.session, ctx.now.year)
+    own = {m.id for m in ctx.own_members()}
+    return [
+        Outgoing(
+            "network.whoami",
+            {
+                "name": person.name,
+                "email": person.email,
+                "title": person.title,
+                "ministry": person.ministry,
+                "roles": [
+                    {"role": r.role, "member": r.member.name if r.member else ""}
+                    for r in sorted(ctx.roles, key=lambda r: (r.role, r.member_id or 0))
+                ],
+                "accounts": [
+                    {"platform": i.platform, "name": i.display_name or i.user_id}
+                    for i in sorted(await person.awaitable_attrs.identities, key=lambda i: i.platform)
+                ],
+                "troika": [
+                    {"member": s.member.name, "position": s.position, "year": s.year}
+                    for s in seats
+                    if s.member.id in own
+                ],
+                "year": ctx.now.year,
+                "demo": person.is_demo,
+            },
+            private=True,
+        )
+    ]
+
+
+async def help(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """List the commands the caller may use, each with its one line."""
+    return [help_for(ctx.commands, ctx)]
+
+
+def help_for(commands: Sequence[Command], ctx: Context) -> Outgoing:
+    return Outgoing(
+        "network.help",
+        {
+            "registered": ctx.person is not None,
+            "name": ctx.person.name if ctx.person else "",
+            "commands": [
+                {"name": c.name, "usage": c.usage, "text": ctx.label(c.help)}
+                for c in available(commands, ctx)
+            ],
+        },
+    )

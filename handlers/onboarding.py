@@ -1,0 +1,285 @@
+"""Joining the bot: invitation codes, membership requests, linking a second platform account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from handlers import forms
+from handlers.context import Context
+from handlers.forms import Field, Form
+from handlers.network import member_by_code, resolve_member
+from handlers.types import Choice, Incoming, Outgoing, UserError
+from storage.invitations import code_hash, create_invitation
+from storage.models import Identity, Invitation, MembershipRequest, Person, Role, RoleName
+from storage.outbox import resume_waiting
+
+
+async def issue_code(ctx: Context, person: Person, purpose: str) -> tuple[str, Invitation]:
+    """Create a one-time code for `person`."""
+    ttl = ctx.config.invite_ttl if purpose == "invite" else ctx.config.link_ttl
+    return await create_invitation(ctx.session, person.id, purpose, now=ctx.now, ttl=ttl,
+                                   created_by=ctx.person.id if ctx.person else None)
+
+
+async def bind_identity(ctx: Context, person: Person) -> Identity:
+    """Attach the caller's platform account to `person`."""
+    inc = ctx.incoming
+    identity = Identity(
+        person_id=person.id,
+        platform=inc.platform,
+        user_id=inc.user_id,
+        chat_id=inc.chat_id if inc.private else "",
+        display_name=inc.display_name[:120],
+        created_at=ctx.now,
+    )
+    ctx.session.add(identity)
+    await ctx.session.flush()
+    await ctx.session.refresh(person, ["identities"])
+    await resume_waiting(ctx.session, inc.platform, inc.user_id, ctx.now)
+    return identity
+
+
+def _roles(person: Person) -> list[dict[str, str]]:
+    return [
+        {"role": r.role, "member": r.member.name if r.member else ""}
+        for r in sorted(person.roles, key=lambda r: (r.role, r.member_id or 0))
+    ]
+
+
+async def redeem(ctx: Context, code: str) -> list[Outgoing]:
+    """Use an invitation or link code: bind the caller's account to the person it names."""
+    invitation = await ctx.session.scalar(
+        select(Invitation).where(Invitation.code_hash == code_hash(code))
+    )
+    if invitation is None:
+        raise UserError("onboarding.code_unknown")
+    if invitation.used_at is not None:
+        raise UserError("onboarding.code_used")
+    if invitation.expires_at <= ctx.now:
+        raise UserError("onboarding.code_expired", expired=invitation.expires_at)
+    person = await ctx.session.get(Person, invitation.person_id)
+    assert person is not None
+    if ctx.person is not None:
+        if ctx.person.id == person.id:
+            raise UserError("onboarding.already_linked", name=person.name)
+        raise UserError("onboarding.account_taken", name=ctx.person.name)
+    invitation.used_at = ctx.now
+    invitation.used_by = f"{ctx.incoming.platform}:{ctx.incoming.user_id}"
+    await bind_identity(ctx, person)
+    ctx.person = person
+    await ctx.audit(
+        "identity.bound", f"person:{person.id}",
+        platform=ctx.incoming.platform, via=invitation.purpose,
+    )
+    key = "onboarding.welcome" if invitation.purpose == "invite" else "onboarding.linked"
+    return [
+        Outgoing(
+            key,
+            {"name": person.name, "roles": _roles(person), "platform": ctx.incoming.platform},
+        )
+    ]
+
+
+async def start(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Redeem a code, greet a known person, or open the membership request form."""
+    if msg.args:
+        return await redeem(ctx, msg.args)
+    if ctx.person is not None:
+        return [Outgoing("onboarding.known", {"name": ctx.person.name, "roles": _roles(ctx.person)})]
+    pending = await ctx.session.scalar(
+        select(MembershipRequest).where(
+            MembershipRequest.platform == msg.platform,
+            MembershipRequest.user_id == msg.user_id,
+            MembershipRequest.status == "pending",
+        )
+    )
+    if pending is not None:
+        return [Outgoing("onboarding.request_pending", {"id": pending.id,
+                                                        "member": pending.member.name})]
+    return [Outgoing("onboarding.hello"), await forms.start(ctx, MEMBERSHIP_FORM)]
+
+
+async def link(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Give a one-time code that binds another platform account to the caller."""
+    if msg.args:
+        return await redeem(ctx, msg.args)
+    assert ctx.person is not None
+    code, invitation = await issue_code(ctx, ctx.person, "link")
+    await ctx.audit("link.issued", f"person:{ctx.person.id}")
+    return [
+        Outgoing(
+            "onboarding.link_code",
+            {"code": code, "minutes": int(ctx.config.link_ttl.total_seconds() // 60)},
+            private=True,
+        )
+    ]
+
+
+async def invite(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Issue an invitation code for a person already on the roster (secretariat)."""
+    email = msg.args.strip().lower()
+    if not email:
+        raise UserError("onboarding.invite_usage")
+    person = await ctx.session.scalar(select(Person).where(Person.email == email))
+    if person is None:
+        raise UserError("onboarding.invite_unknown_person", email=email)
+    code, invitation = await issue_code(ctx, person, "invite")
+    await ctx.audit("invitation.issued", f"person:{person.id}")
+    return [
+        Outgoing(
+            "onboarding.invite_code",
+            {"code": code, "name": person.name, "email": person.email,
+             "expires": invitation.expires_at},
+            private=True,
+        )
+    ]
+
+
+async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
+    inc = ctx.incoming
+    member = await member_by_code(ctx.session, answers["member"])
+    request = MembershipRequest(
+        platform=inc.platform,
+        user_id=inc.user_id,
+        chat_id=inc.chat_id,
+        member_id=member.id,
+        name=answers["name"],
+        title=answers["title"],
+        ministry=answers["ministry"],
+        email=answers["email"],
+        created_at=ctx.now,
+    )
+    ctx.session.add(request)
+    await ctx.session.flush()
+    await ctx.audit("membership.requested", f"request:{request.id}", member=member.code)
+    told = await ctx.notify_secretariat(
+        Outgoing(
+            "onboarding.request_for_secretariat",
+            {"id": request.id, "name": request.name, "title": request.title,
+             "ministry": request.ministry, "email": request.email, "member": member.name,
+             "platform": inc.platform},
+            choices=(
+                Choice(f"/requests approve {request.id}", ctx.label("onboarding.approve_button")),
+                Choice(f"/requests reject {request.id}", ctx.label("onboarding.reject_button")),
+            ),
+            private=True,
+        )
+    )
+    return [
+        Outgoing(
+            "onboarding.request_received",
+            {"id": request.id, "member": member.name, "secretariat_told": told > 0},
+            closes_form=True,
+        )
+    ]
+
+
+MEMBERSHIP_FORM = Form(
+    name="membership",
+    title="onboarding.form_title",
+    fields=(
+        Field("member", "onboarding.ask_member", validate=resolve_member, max_length=120,
+              hint="onboarding.ask_member_hint"),
+        Field("name", "onboarding.ask_name", max_length=120),
+        Field("title", "onboarding.ask_title", max_length=120),
+        Field("ministry", "onboarding.ask_ministry", max_length=200),
+        Field("email", "onboarding.ask_email", kind="email", max_length=254),
+    ),
+    submit=_submit_request,
+    submit_label="onboarding.form_submit",
+)
+
+
+async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """List pending membership requests, or approve or reject one (secretariat)."""
+    verb, _, rest = msg.args.partition(" ")
+    verb = verb.lower()
+    if not verb:
+        pending = list(
+            await ctx.session.scalars(
+                select(MembershipRequest)
+                .where(MembershipRequest.status == "pending")
+                .order_by(MembershipRequest.created_at, MembershipRequest.id)
+            )
+        )
+        return [
+            Outgoing(
+                "onboarding.requests_list",
+                {"requests": [
+                    {"id": r.id, "name": r.name, "title": r.title, "ministry": r.ministry,
+                     "email": r.email, "member": r.member.name, "created": r.created_at}
+                    for r in pending
+                ]},
+                choices=tuple(
+                    c
+                    for r in pending[:10]
+                    for c in (
+                        Choice(f"/requests approve {r.id}",
+                               ctx.label("onboarding.approve_n_button", id=r.id)),
+                        Choice(f"/requests reject {r.id}",
+                               ctx.label("onboarding.reject_n_button", id=r.id)),
+                    )
+                ),
+                private=True,
+            )
+        ]
+    number, _, reason = rest.strip().partition(" ")
+    if verb not in ("approve", "reject") or not number.isdigit():
+        raise UserError("onboarding.requests_usage")
+    request = await ctx.session.get(MembershipRequest, int(number), with_for_update=True)
+    if request is None:
+        raise UserError("onboarding.request_unknown", id=number)
+    if request.status != "pending":
+        raise UserError("onboarding.request_decided", id=request.id, status=request.status)
+    request.decided_at = ctx.now
+    request.decided_by = ctx.person.id if ctx.person else None
+    request.reason = reason.strip()
+    if verb == "reject":
+        request.status = "rejected"
+        await ctx.audit("membership.rejected", f"request:{request.id}", reason=request.reason)
+        await ctx.notify(
+            Outgoing("onboarding.request_rejected",
+                     {"member": request.member.name, "reason": request.reason}),
+            platform=request.platform, chat_id=request.chat_id,
+        )
+        return [Outgoing("onboarding.rejected_done", {"id": request.id, "name": request.name})]
+    request.status = "approved"
+    person = await _approve(ctx, request)
+    await ctx.audit("membership.approved", f"request:{request.id}", person=person.id)
+    await ctx.notify(
+        Outgoing("onboarding.request_approved",
+                 {"member": request.member.name, "name": person.name}),
+        person=person,
+    )
+    return [Outgoing("onboarding.approved_done", {"id": request.id, "name": person.name,
+                                                  "member": request.member.name})]
+
+
+async def _approve(ctx: Context, request: MembershipRequest) -> Person:
+    """Create (or find) the person, grant the focal point role and bind the requesting account."""
+    person = await ctx.session.scalar(select(Person).where(Person.email == request.email))
+    if person is None:
+        person = Person(name=request.name, email=request.email, title=request.title,
+                        ministry=request.ministry, created_at=ctx.now)
+        ctx.session.add(person)
+        await ctx.session.flush()
+    has_role = await ctx.session.scalar(
+        select(Role).where(Role.person_id == person.id, Role.member_id == request.member_id,
+                           Role.role == RoleName.FOCAL_POINT)
+    )
+    if has_role is None:
+        ctx.session.add(Role(person_id=person.id, member_id=request.member_id,
+                             role=RoleName.FOCAL_POINT))
+    owner = await ctx.session.scalar(
+        select(Identity).where(Identity.platform == request.platform,
+                               Identity.user_id == request.user_id)
+    )
+    if owner is None:
+        ctx.session.add(Identity(person_id=person.id, platform=request.platform,
+                                 user_id=request.user_id, chat_id=request.chat_id,
+                                 display_name=request.name, created_at=ctx.now))
+    await ctx.session.flush()
+    await ctx.session.refresh(person, ["roles", "identities"])
+    return person

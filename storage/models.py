@@ -1,0 +1,252 @@
+"""The store's tables: the Network's members and people, who may do what, and the bot's own state.
+
+Every time is stored in UTC. SQLite hands datetimes back naive and PostgreSQL tz-aware;
+`UTCDateTime` makes both come back tz-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use the clock's aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class MemberKind(enum.StrEnum):
+    STATE = "state"
+    REGIONAL_ORGANIZATION = "regional_organization"
+
+
+class RoleName(enum.StrEnum):
+    FOCAL_POINT = "focal_point"
+    ALTERNATE = "alternate"
+    SECRETARIAT = "secretariat"
+    CIVIL_SOCIETY = "civil_society"
+    ADMIN = "admin"
+
+
+# Roles that speak for a member; secretariat and admin act for the whole Network.
+MEMBER_ROLES = frozenset({RoleName.FOCAL_POINT, RoleName.ALTERNATE})
+NETWORK_ROLES = frozenset({RoleName.SECRETARIAT, RoleName.ADMIN})
+
+
+class Member(Base):
+    """A Member State or regional organization of the Network."""
+
+    __tablename__ = "member"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(64))
+    aliases: Mapped[str] = mapped_column(String(255), default="")
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Person(Base):
+    """Someone the Network knows: a focal point, a secretariat officer, a civil society partner."""
+
+    __tablename__ = "person"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    title: Mapped[str] = mapped_column(String(120), default="")
+    ministry: Mapped[str] = mapped_column(String(200), default="")
+    locale: Mapped[str] = mapped_column(String(8), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+    roles: Mapped[list[Role]] = relationship(back_populates="person", lazy="selectin")
+    identities: Mapped[list[Identity]] = relationship(back_populates="person", lazy="selectin")
+
+
+class Role(Base):
+    """One role a person holds, for one member (focal point, alternate) or the Network."""
+
+    __tablename__ = "role"
+    __table_args__ = (UniqueConstraint("person_id", "member_id", "role", name="uq_role"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    role: Mapped[str] = mapped_column(String(32))
+
+    person: Mapped[Person] = relationship(back_populates="roles")
+    member: Mapped[Member | None] = relationship(lazy="joined")
+
+
+class Identity(Base):
+    """A platform account (Telegram, Slack, console) belonging to a person."""
+
+    __tablename__ = "identity"
+    __table_args__ = (UniqueConstraint("platform", "user_id", name="uq_identity"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(64))
+    chat_id: Mapped[str] = mapped_column(String(64), default="")
+    display_name: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    person: Mapped[Person] = relationship(back_populates="identities", lazy="joined")
+
+
+class Chair(Base):
+    """The member chairing the Network in a calendar year (the troika is derived from these)."""
+
+    __tablename__ = "chair"
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class Invitation(Base):
+    """A one-time code: an invitation to a person, or a link for a second platform account."""
+
+    __tablename__ = "invitation"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # "invite" | "link"
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    used_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class MembershipRequest(Base):
+    """Someone asking to join as a member's focal point, waiting for the secretariat."""
+
+    __tablename__ = "membership_request"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(64))
+    chat_id: Mapped[str] = mapped_column(String(64), default="")
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    name: Mapped[str] = mapped_column(String(120))
+    title: Mapped[str] = mapped_column(String(120))
+    ministry: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class AuditEntry(Base):
+    """Who did what, and when."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime]
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(120), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Conversation(Base):
+    """A form someone is filling in, step by step; survives restarts."""
+
+    __tablename__ = "conversation"
+    __table_args__ = (UniqueConstraint("platform", "user_id", name="uq_conversation"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(64))
+    form: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(64))
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message_ref: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class InboxItem(Base):
+    """An update received from a platform, kept until it has been handled and answered."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "key", name="uq_inbox"),
+        Index("ix_inbox_pending", "platform", "handled_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    handled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    replies: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    replied_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OutboxItem(Base):
+    """A message for a person, written with the change that caused it and sent exactly once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "not_before"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="CASCADE"), nullable=True
+    )
+    # Someone who is not a person yet (a membership request) is reached on their platform chat.
+    platform: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    chat_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(160), unique=True, nullable=True)
+    message: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    not_before: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")

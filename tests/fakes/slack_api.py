@@ -1,0 +1,381 @@
+"""A fake Slack Web API for end-to-end tests, plus helpers to sign inbound requests.
+
+``FakeSlackAPI`` is a real aiohttp server on ``127.0.0.1`` (random port) that answers
+``/api/{method}`` the way Slack does, so the real ``slack_sdk.web.async_client.AsyncWebClient``
+and a real ``slack_bolt.async_app.AsyncApp`` run unmodified against it::
+
+    async with FakeSlackAPI() as fake:
+        client = AsyncWebClient(token=fake.token, base_url=f"{fake.url}/api/")
+        await client.chat_postMessage(channel="C1", text="hi")
+        assert fake.calls_to("chat.postMessage")[0].params["text"] == "hi"
+
+``signed_headers``, ``slash_command_body`` and ``event_body`` build requests that Slack would
+send to the bot, signed the way bolt's request verification expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+Json = dict[str, Any]
+
+TEAM_ID = "T1"
+BOT_USER_ID = "UBOT"
+BOT_ID = "B1"
+
+
+@dataclass
+class Call:
+    """One request the fake received: the API method, its parameters and the HTTP status."""
+
+    method: str
+    params: Json
+    status: int = 200
+
+
+@dataclass
+class _Failure:
+    status: int
+    retry_after: int
+    times: int
+
+
+@dataclass
+class FakeSlackAPI:
+    """Fake Slack Web API server; see the module docstring for usage.
+
+    Requests must carry ``token`` (``app_token`` for apps.connections.open), else the answer
+    is ``invalid_auth``. ``responses[method]`` overrides the canned answer of a method;
+    methods without one answer ``{"ok": true}``. Every request is appended to ``calls``.
+    """
+
+    token: str = "xoxb-test"
+    app_token: str = "xapp-test"
+    socket_url: str | None = None
+    responses: dict[str, Json] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list, init=False)
+    uploads: dict[str, Json] = field(default_factory=dict, init=False)
+    users: dict[str, Json] = field(default_factory=dict, init=False)
+    url: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self._failures: dict[str, _Failure] = {}
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._changed = asyncio.Condition()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 and set ``url``."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        """Shut the server down."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlackAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- test controls ----------------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        real_name: str = "Test User",
+        email: str | None = None,
+        tz: str = "America/Santiago",
+    ) -> Json:
+        """Register a user for users.info and users.lookupByEmail; return its user object."""
+        user = {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": real_name.lower().replace(" ", "."),
+            "real_name": real_name,
+            "tz": tz,
+            "is_bot": False,
+            "deleted": False,
+            "profile": {"real_name": real_name, "display_name": real_name, "email": email},
+        }
+        self.users[user_id] = user
+        return user
+
+    def fail_next(
+        self, method: str, status: int = 429, retry_after: int = 1, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with HTTP ``status`` (429: ratelimited)."""
+        self._failures[method] = _Failure(status, retry_after, times)
+
+    def calls_to(self, method: str) -> list[Call]:
+        """Return the recorded calls of one API method, oldest first."""
+        return [call for call in self.calls if call.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Wait until ``method`` was called ``count`` times; return those calls."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self.calls_to(method)) >= count), timeout
+                )
+            except TimeoutError:
+                seen = [call.method for call in self.calls]
+                raise TimeoutError(
+                    f"{method} called {len(self.calls_to(method))}/{count} times in {timeout}s; "
+                    f"recorded: {seen}"
+                ) from None
+        return self.calls_to(method)
+
+    # -- HTTP handlers ----------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _read_params(request)
+        status, body, headers = self._answer(method, params, request.headers.get("Authorization"))
+        self.calls.append(Call(method, params, status))
+        async with self._changed:
+            self._changed.notify_all()
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if file_id not in self.uploads:
+            return web.Response(status=404, text="unknown upload")
+        self.uploads[file_id]["content"] = await request.read()
+        return web.Response(text=f"OK - {len(self.uploads[file_id]['content'])}")
+
+    def _answer(
+        self, method: str, params: Json, authorization: str | None
+    ) -> tuple[int, Json, dict[str, str]]:
+        failure = self._failures.get(method)
+        if failure is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                del self._failures[method]
+            if failure.status == 429:
+                headers = {"Retry-After": str(failure.retry_after)}
+                return 429, {"ok": False, "error": "ratelimited"}, headers
+            return failure.status, {"ok": False, "error": "fatal_error"}, {}
+        token = (authorization or "").removeprefix("Bearer ") or params.get("token")
+        expected = self.app_token if method == "apps.connections.open" else self.token
+        if token != expected:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method in self.responses:
+            return 200, self.responses[method], {}
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        body: Json = handler(params) if handler else {"ok": True}
+        return 200, body, {}
+
+    # -- Web API methods --------------------------------------------------------------------
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):07d}"
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ids) * 100:06d}"
+
+    def _auth_test(self, params: Json) -> Json:
+        return {
+            "ok": True,
+            "url": "https://focal-points.slack.com/",
+            "team": "Focal Points",
+            "user": "fpbot",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+        }
+
+    def _chat_postMessage(self, params: Json) -> Json:
+        ts = self._next_ts()
+        message = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "ts": ts,
+            "text": params.get("text", ""),
+            "blocks": _decoded(params.get("blocks", [])),
+        }
+        return {"ok": True, "channel": params.get("channel"), "ts": ts, "message": message}
+
+    def _chat_update(self, params: Json) -> Json:
+        text = params.get("text", "")
+        return {
+            "ok": True,
+            "channel": params.get("channel"),
+            "ts": params.get("ts"),
+            "text": text,
+            "message": {"text": text, "user": BOT_USER_ID},
+        }
+
+    def _chat_postEphemeral(self, params: Json) -> Json:
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _views_open(self, params: Json, view_id: str | None = None) -> Json:
+        view = {
+            **_decoded(params.get("view", {})),
+            "id": view_id or self._next_id("V"),
+            "team_id": TEAM_ID,
+            "app_id": "A1",
+            "bot_id": BOT_ID,
+            "hash": self._next_ts(),
+        }
+        return {"ok": True, "view": view}
+
+    def _views_update(self, params: Json) -> Json:
+        return self._views_open(params, view_id=params.get("view_id"))
+
+    _views_push = _views_open
+    _views_publish = _views_open
+
+    def _conversations_open(self, params: Json) -> Json:
+        if "channel" in params:
+            return {"ok": True, "channel": {"id": params["channel"]}}
+        users = str(params.get("users", "")).split(",")
+        return {"ok": True, "channel": {"id": "D" + users[0], "is_im": len(users) == 1}}
+
+    def _users_info(self, params: Json) -> Json:
+        user = self.users.get(str(params.get("user")))
+        return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    def _users_lookupByEmail(self, params: Json) -> Json:
+        email = params.get("email")
+        found = [u for u in self.users.values() if u["profile"]["email"] == email]
+        if not found:
+            return {"ok": False, "error": "users_not_found"}
+        return {"ok": True, "user": found[0]}
+
+    def _files_getUploadURLExternal(self, params: Json) -> Json:
+        file_id = self._next_id("F")
+        self.uploads[file_id] = {
+            "filename": params.get("filename"),
+            "title": None,
+            "content": b"",
+            "channel_id": None,
+        }
+        return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, params: Json) -> Json:
+        files = []
+        for item in _decoded(params.get("files", [])):
+            upload = self.uploads.get(item["id"])
+            if upload is None:
+                return {"ok": False, "error": "file_not_found"}
+            upload["title"] = item.get("title") or upload["filename"]
+            upload["channel_id"] = params.get("channel_id")
+            files.append(
+                {
+                    "id": item["id"],
+                    "name": upload["filename"],
+                    "title": upload["title"],
+                    "size": len(upload["content"]),
+                }
+            )
+        return {"ok": True, "files": files}
+
+    def _apps_connections_open(self, params: Json) -> Json:
+        if self.socket_url is None:
+            return {"ok": False, "error": "socket_url_not_set"}
+        return {"ok": True, "url": self.socket_url}
+
+
+async def _read_params(request: web.Request) -> Json:
+    """Merge query-string, JSON and form parameters of a Web API request."""
+    params: Json = dict(request.query)
+    if request.content_type == "application/json":
+        params.update(await request.json())
+    elif request.can_read_body:
+        form = await request.post()
+        params.update(
+            {k: v.file.read() if isinstance(v, web.FileField) else v for k, v in form.items()}
+        )
+    return params
+
+
+def _decoded(value: Any) -> Any:
+    """Decode a JSON-encoded form field (blocks, view, files); pass other values through."""
+    return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
+
+
+# -- inbound requests (Slack -> bot) ---------------------------------------------------------
+
+
+def signed_headers(
+    secret: str,
+    body: str,
+    timestamp: int | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> dict[str, str]:
+    """Return the headers Slack sends with ``body``, signed with the signing ``secret``."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body) or ""
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": content_type,
+    }
+
+
+def slash_command_body(
+    command: str = "/fp",
+    text: str = "help",
+    user_id: str = "U1",
+    channel_id: str = "D1",
+    team_id: str = TEAM_ID,
+    trigger_id: str = "1.2.3",
+) -> str:
+    """Return the form-encoded body of a slash command invocation."""
+    return urlencode(
+        {
+            "token": "verification-token",
+            "team_id": team_id,
+            "team_domain": "focal-points",
+            "channel_id": channel_id,
+            "channel_name": "directmessage",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": "https://hooks.slack.invalid/commands/1",
+            "trigger_id": trigger_id,
+        }
+    )
+
+
+def event_body(event: Json, event_id: str = "Ev1", team_id: str = TEAM_ID) -> str:
+    """Return the JSON body of an Events API ``event_callback`` wrapping ``event``."""
+    return json.dumps(
+        {
+            "token": "verification-token",
+            "team_id": team_id,
+            "api_app_id": "A1",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team_id, "user_id": BOT_USER_ID, "is_bot": True}],
+        }
+    )
