@@ -12,8 +12,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot import logs
+from bot.adapters import configured
 from bot.adapters.console import ANONYMOUS, ConsoleAdapter
 from bot.app import BotApp
+from bot.runner import run_until_signalled, serve
 from bot.settings import Settings
 from storage.db import StoreUnavailable, safe_url
 from storage.demo import load_demo
@@ -32,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every configured adapter and the scheduler "
                                      "(the console chat when no platform token is set)")
     run.add_argument("--as", dest="email", help="with the console: speak as this person")
+    serve_ = sub.add_parser("serve", help="serve the Telegram and Slack webhooks over HTTP")
+    serve_.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
+    serve_.add_argument("--port", type=int, help="port (default: $PORT or 8080)")
     chat = sub.add_parser("chat", help="talk to the bot in this terminal, or through a pipe")
     chat.add_argument("--as", dest="email", help="speak as the person with this e-mail")
 
@@ -209,13 +214,28 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
             app.start_scheduler()
             return await _console(app, args.email)
-        raise SystemExit("fpbot: platform adapters are not available in this build")
+        await run_until_signalled(app, configured(app))
+        return 0
+    finally:
+        await app.close()
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    app = await _open(settings)
+    try:
+        adapters = configured(app)
+        if not adapters:
+            print("fpbot: no TELEGRAM_TOKEN or SLACK_BOT_TOKEN is set: nothing to serve",
+                  file=sys.stderr)
+            return 1
+        await serve(app, adapters, args.host or settings.host, args.port or settings.port)
+        return 0
     finally:
         await app.close()
 
 
 COMMANDS = {
-    "run": cmd_run, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
+    "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
     "members": cmd_members, "chair": cmd_chair, "demo": cmd_demo, "invite": cmd_invite,
 }
 
