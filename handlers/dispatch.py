@@ -22,7 +22,8 @@ from handlers import forms
 from handlers.clock import Clock, SystemClock
 from handlers.context import Context, CoreConfig
 from handlers.forms import Form
-from handlers.routing import Command, refusal, suggestion
+from handlers.home import dashboard
+from handlers.routing import Command, available, refusal, suggestion
 from handlers.types import MAX_TEXT, Incoming, Outgoing, UserError
 from messages import Renderer
 from storage.db import Database
@@ -209,6 +210,20 @@ class Core:
             )
 
     # -- small services for adapters ------------------------------------------------------
+    async def home(self, platform: str, user_id: str) -> Outgoing:
+        """The dashboard of the person behind an account (Slack's App Home)."""
+        inc = Incoming(platform=platform, user_id=user_id, chat_id="")
+        async with self.db.transaction() as session:
+            ctx = await self._context(session, inc)
+            return self._finish(ctx, [await dashboard(ctx)])[0]
+
+    async def commands_for(self, platform: str, user_id: str) -> list[tuple[str, str]]:
+        """`(command, one-line description)` for each command the account may use."""
+        inc = Incoming(platform=platform, user_id=user_id, chat_id="")
+        async with self.db.transaction() as session:
+            ctx = await self._context(session, inc)
+            return [(c.name, ctx.label(c.help)) for c in available(self.command_list, ctx)]
+
     async def remember_form_message(self, platform: str, user_id: str, ref: str) -> None:
         """Note the platform message that shows someone's current form step."""
         async with self.db.transaction() as session:
