@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -32,7 +32,8 @@ from storage.outbox import resume_waiting
 
 log = logging.getLogger(__name__)
 
-STORE_ERRORS = (OperationalError, DBAPIError, PoolTimeout, ConnectionError, OSError)
+# The store failing (down, locked, unreachable), as opposed to a bug in a query.
+STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
 
 
 class Core:
@@ -66,7 +67,11 @@ class Core:
                 if inbox_id is not None and not await self._claim(session, inbox_id):
                     return []
                 ctx = await self._context(session, inc)
-                replies = self._finish(ctx, await self._dispatch(ctx))
+                try:
+                    replies = self._finish(ctx, await self._dispatch(ctx))
+                except UserError as err:
+                    err.context.setdefault("tz", self._timezone(ctx))
+                    raise
                 written = ctx.outbox_written
                 if inbox_id is not None:
                     await self._store_replies(session, inbox_id, replies)
@@ -74,7 +79,7 @@ class Core:
             replies = [Outgoing(err.key, dict(err.context))]
         except STORE_ERRORS as exc:
             log.warning("store unavailable while handling a %s message: %s", inc.platform,
-                        type(exc).__name__)
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return [Outgoing("errors.store_unavailable")]
         except Exception:
             log.exception("unexpected error while handling a %s message", inc.platform)
@@ -152,8 +157,11 @@ class Core:
             replies = [replace(r, private=True) for r in replies]
         return replies
 
+    def _timezone(self, ctx: Context) -> str:
+        return ctx.person.timezone if ctx.person else self.config.timezone
+
     def _finish(self, ctx: Context, replies: list[Outgoing]) -> list[Outgoing]:
-        tz = ctx.person.timezone if ctx.person else self.config.timezone
+        tz = self._timezone(ctx)
         return [replace(r, context={"tz": tz, **r.context}) for r in replies]
 
     # -- the durable inbox ----------------------------------------------------------------

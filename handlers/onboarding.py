@@ -228,7 +228,10 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
     number, _, reason = rest.strip().partition(" ")
     if verb not in ("approve", "reject") or not number.isdigit():
         raise UserError("onboarding.requests_usage")
-    request = await ctx.session.get(MembershipRequest, int(number), with_for_update=True)
+    request = await ctx.session.scalar(
+        select(MembershipRequest).where(MembershipRequest.id == int(number))
+        .with_for_update(of=MembershipRequest)
+    )
     if request is None:
         raise UserError("onboarding.request_unknown", id=number)
     if request.status != "pending":

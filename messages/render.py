@@ -153,6 +153,7 @@ class Renderer:
             keep_trailing_newline=False,
         )
         env.globals.update(
+            tz="UTC",  # the reader's time zone, when the context does not give one
             b=lambda t: Markup(markup["b"](safe(t))),
             i=lambda t: Markup(markup["i"](safe(t))),
             code=lambda t: Markup(markup["code"](safe(t))),

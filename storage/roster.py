@@ -126,7 +126,8 @@ def _parse(text: str, member_codes: dict[str, int]) -> tuple[list[_Row], list[st
                 problems.append(f"unknown member {code!r}")
         for role in roles:
             if role in NEEDS_MEMBER and not members:
-                problems.append(f"a {role.replace('_', ' ')} needs a member")
+                article = "an" if role[0] in "aeiou" else "a"
+                problems.append(f"{article} {role.replace('_', ' ')} needs a member")
         tz = values.get("timezone") or "UTC"
         if tz not in zones:
             problems.append(f"unknown time zone {tz!r}")
