@@ -48,7 +48,8 @@ def safe_url(url: str | URL) -> str:
 class Database:
     """Owns the engine and hands out sessions."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, pooled: bool = True) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, pooled: bool = True,
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.url = normalise_url(url)
         u = make_url(self.url)
         self.is_sqlite = u.get_backend_name() == "sqlite"
@@ -56,10 +57,10 @@ class Database:
         if not pooled:
             kwargs["poolclass"] = NullPool
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _tune_sqlite(self.engine)
+            _tune_sqlite(self.engine, busy_timeout_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -91,7 +92,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -100,7 +101,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

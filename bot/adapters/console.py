@@ -86,7 +86,8 @@ class ConsoleAdapter:
             print(file=self.stdout)
             if not notice:
                 self.in_form = out.step is not None
-                self.buttons = list(out.choices) if out.choices else self.buttons
+            if out.choices:
+                self.buttons = list(out.choices)
         self.stdout.flush()
 
     async def say(self, line: str) -> list[Outgoing]:

@@ -1,0 +1,78 @@
+"""The store failing: at start (one clear line, no traceback) and mid-way (nothing lost)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handlers import COMMANDS, FORMS
+from handlers.clock import FrozenClock
+from handlers.dispatch import Core
+from handlers.types import Incoming
+from storage.db import Database, StoreUnavailable
+from tests.conftest import T0
+
+FPBOT = [sys.executable, "-m", "bot.cli"]
+
+
+def fpbot(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run([*FPBOT, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite+aiosqlite:////proc/fpbot/fpbot.db",  # a folder that does not exist
+    "sqlite+aiosqlite:////proc/fpbot.db",  # a file nobody may create, not even root
+])
+def test_an_unwritable_database_is_one_clear_line(url: str, tmp_path: Path) -> None:
+    result = fpbot("db", "upgrade", database_url=url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fpbot: cannot open the database")
+
+
+def test_a_postgresql_that_is_down_is_one_clear_line_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://fpbot:s3cret-pw@127.0.0.1:9/fpbot"
+    result = fpbot("run", database_url=url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open the database postgresql+asyncpg://fpbot:***@" in lines[0]
+
+
+async def test_check_raises_store_unavailable() -> None:
+    db = Database("postgresql://u:p@127.0.0.1:9/x")
+    with pytest.raises(StoreUnavailable):
+        await db.check()
+    await db.dispose()
+
+
+async def test_a_store_failing_mid_way_loses_nothing(tmp_path: Path) -> None:
+    from storage.migrate import upgrade
+
+    path = tmp_path / "fpbot.db"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=100)
+    await upgrade(db)
+    core = Core(db, COMMANDS, FORMS, clock=FrozenClock(T0))
+    inc = Incoming(platform="telegram", user_id="5", chat_id="5", text="/help")
+    inbox_id = await core.receive("telegram", "u-1", inc.to_dict())
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    try:
+        replies = await core.handle(inc, inbox_id)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert [r.key for r in replies] == ["errors.store_unavailable"]
+    assert [i.id for i in await core.unanswered("telegram")] == [inbox_id]
+
+    assert [r.key for r in await core.handle(inc, inbox_id)] == ["network.help"]
+    await db.dispose()
