@@ -115,7 +115,6 @@ async def whoami(msg: Incoming, ctx: Context) -> list[Outgoing]:
                     if s.member.id in own
                 ],
                 "year": ctx.now.year,
-                "demo": person.is_demo,
             },
             private=True,
         )
