@@ -12,7 +12,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from bot.adapters import PlatformAdapter
 from bot.app import BotApp
@@ -75,7 +75,7 @@ def web_app(app: BotApp, adapters: Sequence[PlatformAdapter]) -> Starlette:
         async with running(app, adapters, webhook=True):
             yield
 
-    routes = [Route("/healthz", health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
     for adapter in adapters:
         routes.extend(adapter.routes())
     return Starlette(routes=routes, lifespan=lifespan)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Person
@@ -36,8 +37,6 @@ async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportRe
     report = await import_roster(session, DEMO_ROSTER, now)
     if report.ok:
         await session.execute(
-            Person.__table__.update()
-            .where(Person.email.endswith(DEMO_DOMAIN))
-            .values(is_demo=True)
+            update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
     return added, report

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from handlers.types import Outgoing
 from messages import Renderer, escape_html, escape_mrkdwn
 
-_ESCAPE = {"html": escape_html, "mrkdwn": escape_mrkdwn, "plain": lambda t: t}
+def _as_is(text: str) -> str:
+    return text
+
+
+_ESCAPE: dict[str, Callable[[str], str]] = {
+    "html": escape_html, "mrkdwn": escape_mrkdwn, "plain": _as_is,
+}
 _WARN = {"html": "⚠️ {}", "mrkdwn": ":warning: {}", "plain": "! {}"}
 
 
