@@ -250,3 +250,129 @@ class OutboxItem(Base):
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UpdateCategory(enum.StrEnum):
+    """The kinds of national update the Network's newsletter draws on."""
+
+    NAP_PROGRESS = "nap_progress"
+    POLICY = "policy"
+    BEST_PRACTICE = "best_practice"
+    EVENT = "event"
+    KNOWLEDGE_PRODUCT = "knowledge_product"
+    FUNDING = "funding"
+    CIVIL_SOCIETY = "civil_society"
+
+
+class Visibility(enum.StrEnum):
+    PUBLIC = "public"  # may go in the newsletter
+    NETWORK = "network"  # members of the Network only
+    CHATHAM = "chatham"  # may be used, never attributed
+
+
+class UpdateStatus(enum.StrEnum):
+    SUBMITTED = "submitted"
+    CHANGES_REQUESTED = "changes_requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    PUBLISHED = "published"
+
+
+class NationalUpdate(Base):
+    """A national update filed by a focal point for a member, and where it stands in review."""
+
+    __tablename__ = "national_update"
+    __table_args__ = (Index("ix_update_status", "status", "submitted_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    category: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(160))
+    body: Mapped[str] = mapped_column(Text)
+    links: Mapped[list[Any]] = mapped_column(default=list)
+    visibility: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24), default=UpdateStatus.SUBMITTED)
+    section: Mapped[str] = mapped_column(String(32), default="")
+    review_note: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    submitted_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    member: Mapped[Member] = relationship(lazy="joined")
+    author: Mapped[Person] = relationship(lazy="joined", foreign_keys=[author_id])
+    attachments: Mapped[list[UpdateAttachment]] = relationship(
+        lazy="selectin", order_by="UpdateAttachment.id")
+
+
+class UpdateRevision(Base):
+    """One version of an update as it was filed or edited: the update's history."""
+
+    __tablename__ = "update_revision"
+    __table_args__ = (UniqueConstraint("update_id", "version", name="uq_update_revision"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    update_id: Mapped[int] = mapped_column(ForeignKey("national_update.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(160))
+    body: Mapped[str] = mapped_column(Text)
+    links: Mapped[list[Any]] = mapped_column(default=list)
+    visibility: Mapped[str] = mapped_column(String(16))
+    edited_by: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    edited_at: Mapped[datetime]
+
+
+class UpdateAttachment(Base):
+    """A file attached to an update; its content stays on the platform until needed."""
+
+    __tablename__ = "update_attachment"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    update_id: Mapped[int] = mapped_column(ForeignKey("national_update.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    file_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(String(120))
+
+
+class NapStage(enum.StrEnum):
+    NONE = "none"
+    IN_DEVELOPMENT = "in_development"
+    ADOPTED = "adopted"
+
+
+class NapStatus(Base):
+    """A member's national (or regional) action plan on WPS, as its focal points report it."""
+
+    __tablename__ = "nap_status"
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"), primary_key=True,
+                                           autoincrement=False)
+    stage: Mapped[str] = mapped_column(String(24), default=NapStage.NONE)
+    plan_number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its Nth plan
+    year_adopted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    under_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_indicators: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_budget: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class NapHistory(Base):
+    """Every change to a member's NAP status, as it was after the change."""
+
+    __tablename__ = "nap_history"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    stage: Mapped[str] = mapped_column(String(24))
+    plan_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    year_adopted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    under_review: Mapped[bool] = mapped_column(Boolean)
+    has_indicators: Mapped[bool] = mapped_column(Boolean)
+    has_budget: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
