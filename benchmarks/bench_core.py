@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.delivery import Outbox
-from handlers import COMMANDS, FORMS
+from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import SystemClock
 from handlers.dispatch import Core
 from handlers.types import Incoming, Outgoing
@@ -55,7 +55,7 @@ async def main(rounds: int) -> None:
     clock = SystemClock()
     async with db.transaction() as session:
         await load_demo(session, clock.now())
-    core = Core(db, COMMANDS, FORMS, clock=clock)
+    core = Core(db, COMMANDS, FORMS, clock=clock, free_text=FREE_TEXT)
     await core.console_identity(FP)
 
     async def baseline(_: int) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 
 from bot.delivery import Outbox
 from bot.settings import Settings
-from handlers import COMMANDS, FORMS
+from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import Clock, SystemClock
 from handlers.context import CoreConfig
 from handlers.dispatch import Core
@@ -33,6 +33,7 @@ class BotApp:
         self.db = Database(settings.database_url)
         self.renderer = Renderer()
         self.core = Core(self.db, COMMANDS, FORMS, clock=self.clock, renderer=self.renderer,
+                         free_text=FREE_TEXT,
                          config=CoreConfig(timezone=settings.timezone))
         self.outbox = Outbox(self.db, self.clock, senders={})
         self.core.outbox_listeners.append(self.outbox.poke)

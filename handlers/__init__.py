@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, network, onboarding
+from handlers import forms, network, onboarding, review, search, updates
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -14,15 +14,27 @@ COMMANDS: tuple[Command, ...] = (
     Command("whoami", network.whoami, Access.REGISTERED, "help.whoami", personal=True),
     Command("link", onboarding.link, Access.REGISTERED, "help.link", usage="[code]",
             personal=True),
+    Command("update", updates.start_update, Access.REGISTERED, "help.update", usage="[member]"),
+    Command("myupdates", updates.mine, Access.REGISTERED, "help.myupdates", usage="[n]"),
+    Command("edit", updates.edit, Access.REGISTERED, "help.edit", usage="n"),
+    Command("withdraw", updates.withdraw, Access.REGISTERED, "help.withdraw", usage="n"),
+    Command("search", search.search, Access.REGISTERED, "help.search",
+            usage="words [member:X] [category:Y] [since:YYYY-MM-DD]"),
     Command("troika", network.show_troika, Access.REGISTERED, "help.troika", usage="[year]"),
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
+    Command("review", review.review, Access.SECRETARIAT, "help.review",
+            usage="[approve|changes|reject n [text]]", personal=True),
     Command("requests", onboarding.requests, Access.SECRETARIAT, "help.requests",
             usage="[approve|reject n [reason]]", personal=True),
 )
 
 FORMS: dict[str, Form] = {
-    form.name: form for form in (onboarding.MEMBERSHIP_FORM,)
+    form.name: form
+    for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM)
 }
 
-__all__ = ["COMMANDS", "FORMS"]
+# What a registered person's free text (no command, no open form) becomes.
+FREE_TEXT = updates.offer
+
+__all__ = ["COMMANDS", "FORMS", "FREE_TEXT"]

@@ -23,7 +23,7 @@ from handlers.clock import Clock, SystemClock
 from handlers.context import Context, CoreConfig
 from handlers.forms import Form
 from handlers.home import dashboard
-from handlers.routing import Command, available, refusal, suggestion
+from handlers.routing import Command, Handler, available, refusal, suggestion
 from handlers.types import MAX_TEXT, Incoming, Outgoing, UserError
 from messages import Renderer
 from storage.db import Database
@@ -48,6 +48,7 @@ class Core:
         clock: Clock | None = None,
         renderer: Renderer | None = None,
         config: CoreConfig | None = None,
+        free_text: Handler | None = None,
     ) -> None:
         self.db = db
         self.commands = {c.name: c for c in commands}
@@ -56,6 +57,7 @@ class Core:
         self.clock = clock or SystemClock()
         self.renderer = renderer or Renderer()
         self.config = config or CoreConfig()
+        self.free_text = free_text
         self.outbox_listeners: list[Callable[[], None]] = []
 
     # -- the one entry point --------------------------------------------------------------
@@ -135,6 +137,8 @@ class Core:
         if inc.command is None:
             if ctx.person is None:
                 return [Outgoing("errors.not_registered", {"command": ""})]
+            if self.free_text is not None and inc.text.strip():
+                return await self.free_text(inc, ctx)
             return [Outgoing("errors.free_text")]
         replies = await self._run_command(ctx, inc.command)
         if conv is not None and not any(r.step for r in replies):

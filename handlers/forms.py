@@ -24,7 +24,17 @@ ChoicesFn = Callable[[Context, dict[str, Any]], Awaitable[Sequence[Choice]]]
 Validator = Callable[[Context, str, dict[str, Any]], Awaitable[str]]
 Submit = Callable[[Context, dict[str, Any]], Awaitable[list[Outgoing]]]
 
-KINDS = ("text", "multiline", "choice", "email", "url", "date")
+KINDS = ("text", "multiline", "choice", "email", "url", "date", "files")
+SKIP = "_skip"  # answers key: fields given beforehand, never asked
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_FILES = 5
+FILE_TYPES = frozenset({
+    "application/pdf", "application/msword", "text/plain", "text/csv",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "image/jpeg", "image/png",
+})
 EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 SKIP_WORDS = frozenset({"-", "skip"})
 
@@ -75,13 +85,42 @@ async def _view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldVie
         required=field.required,
         max_length=field.max_length,
         choices=await _choices(ctx, field, answers),
-        value=str(answers.get(field.name, "")),
+        value=_shown(answers.get(field.name, "")),
         hint=ctx.label(field.hint) if field.hint else "",
     )
 
 
-async def check(ctx: Context, field: Field, raw: str | None, answers: dict[str, Any]) -> str:
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v.get("name", "")) for v in value if isinstance(v, dict))
+    return str(value)
+
+
+def _asked(form: Form, answers: dict[str, Any]) -> list[str]:
+    """The names of the fields this form asks, in order (fields given beforehand are not)."""
+    given = set(answers.get(SKIP, ()))
+    return [f.name for f in form.fields if f.name not in given]
+
+
+def add_files(ctx: Context, field: Field, answers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files attached so far plus the ones in this message, checked for type and size."""
+    files = list(answers.get(field.name) or [])
+    for a in ctx.incoming.attachments:
+        if a.size > MAX_FILE_BYTES:
+            raise UserError("forms.file_too_big", name=a.name, limit_mb=MAX_FILE_BYTES // 2**20)
+        if a.mime_type not in FILE_TYPES:
+            raise UserError("forms.file_type", name=a.name, type=a.mime_type or "?")
+        files.append({"platform": ctx.incoming.platform, "file_id": a.file_id, "name": a.name,
+                      "size": a.size, "mime_type": a.mime_type})
+    if len(files) > MAX_FILES:
+        raise UserError("forms.too_many_files", limit=MAX_FILES)
+    return files
+
+
+async def check(ctx: Context, field: Field, raw: str | None, answers: dict[str, Any]) -> Any:
     """The stored form of an answer, or `UserError` saying what is wrong with it."""
+    if field.kind == "files":
+        return answers.get(field.name) or []
     value = (raw or "").strip()
     if not value or (not field.required and value.lower() in SKIP_WORDS):
         if field.required:
@@ -139,13 +178,15 @@ async def _ask(
 ) -> Outgoing:
     field = form.field(conv.step)
     view = await _view(ctx, field, conv.answers)
+    asked = _asked(form, conv.answers)
+    position = asked.index(field.name)
     step = FormStep(
         form=form.name,
         title=ctx.label(form.title),
         field=view,
-        index=form.index(field.name) + 1,
-        total=len(form.fields),
-        can_go_back=form.index(field.name) > 0,
+        index=position + 1,
+        total=len(asked),
+        can_go_back=position > 0,
         version=conv.version,
         message_ref=conv.message_ref,
     )
@@ -153,7 +194,8 @@ async def _ask(
     return Outgoing(
         "forms.question",
         {"title": step.title, "question": view.label, "hint": view.hint,
-         "index": step.index, "total": step.total, "optional": not field.required},
+         "index": step.index, "total": step.total, "optional": not field.required,
+         "current": view.value, "files": field.kind == "files"},
         choices=view.choices,
         step=step,
         errors=errors,
@@ -169,13 +211,25 @@ async def view(ctx: Context, form: Form, answers: dict[str, Any] | None = None) 
         form=form.name,
         title=ctx.label(form.title),
         submit_label=ctx.label(form.submit_label),
-        fields=tuple([await _view(ctx, f, answers) for f in form.fields]),
+        fields=tuple([await _view(ctx, form.field(name), answers)
+                      for name in _asked(form, answers)]),
         version=conv.version if conv else 0,
     )
 
 
-async def start(ctx: Context, form: Form, answers: dict[str, Any] | None = None) -> Outgoing:
-    """Open `form` for the caller (replacing any form left half-done) and ask its first step."""
+async def start(
+    ctx: Context,
+    form: Form,
+    answers: dict[str, Any] | None = None,
+    *,
+    given: tuple[str, ...] = (),
+) -> Outgoing:
+    """Open `form` for the caller (replacing any form left half-done) and ask its first step.
+
+    `answers` fill fields beforehand (an edit shows them as current values); the fields named
+    in `given` are not asked at all. Keys that are not fields are kept for `submit`.
+    """
+    answers = {**(answers or {}), SKIP: list(given)}
     inc = ctx.incoming
     conv = await _conversation(ctx)
     version = (conv.version + 1) if conv else 1
@@ -186,8 +240,8 @@ async def start(ctx: Context, form: Form, answers: dict[str, Any] | None = None)
         platform=inc.platform,
         user_id=inc.user_id,
         form=form.name,
-        step=form.fields[0].name,
-        answers=dict(answers or {}),
+        step=_asked(form, answers)[0],
+        answers=answers,
         version=version,
         started_at=ctx.now,
         updated_at=ctx.now,
@@ -229,17 +283,25 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     inc = ctx.incoming
     if inc.form_version is not None and inc.form_version != conv.version:
         return [Outgoing("forms.stale", private=True), await _ask(ctx, form, conv)]
-    names = [f.name for f in form.fields]
+    names = _asked(form, conv.answers)
     if inc.action == "back":
         i = names.index(conv.step)
         conv.step = names[max(i - 1, 0)]
         return [await _advance(ctx, form, conv)]
     field = form.field(conv.step)
     raw = inc.value if inc.value is not None else inc.text
-    if inc.action == "skip":
-        raw = ""
+    current = conv.answers.get(field.name)
+    keep = inc.action == "skip" or (raw or "").strip().lower() in SKIP_WORDS
     try:
-        answer = await check(ctx, field, raw, conv.answers)
+        if field.kind == "files" and inc.attachments:
+            conv.answers = {**conv.answers, field.name: add_files(ctx, field, conv.answers)}
+            return [await _advance(ctx, form, conv)]  # more files, or Done
+        if field.kind == "files" and not keep and (raw or "").strip():
+            raise UserError("forms.files_expected")
+        if keep and current not in (None, "") and field.kind != "files":
+            answer = current  # an edit keeps what was there
+        else:
+            answer = await check(ctx, field, "" if keep else raw, conv.answers)
     except UserError as err:
         return [await _ask(ctx, form, conv, err)]
     conv.answers = {**conv.answers, field.name: answer}
@@ -247,7 +309,7 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     if i + 1 < len(names):
         conv.step = names[i + 1]
         return [await _advance(ctx, form, conv)]
-    answers = dict(conv.answers)
+    answers = {k: v for k, v in conv.answers.items() if k != SKIP}
     await ctx.session.delete(conv)
     await ctx.session.flush()
     return await form.submit(ctx, answers)
@@ -262,9 +324,11 @@ async def _advance(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
 
 async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[Outgoing]:
     """Validate a whole form at once (a modal); errors come back on their fields."""
-    answers: dict[str, Any] = {}
+    conv = await _conversation(ctx)
+    answers: dict[str, Any] = dict(conv.answers) if conv and conv.form == form.name else {}
     errors: dict[str, str] = {}
-    for field in form.fields:
+    for name in _asked(form, answers):
+        field = form.field(name)
         try:
             answers[field.name] = await check(ctx, field, values.get(field.name), answers)
         except UserError as err:
@@ -272,7 +336,7 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
     if errors:
         return [Outgoing("forms.invalid", {"count": len(errors)}, errors=errors, private=True)]
     await cancel(ctx)
-    return await form.submit(ctx, answers)
+    return await form.submit(ctx, {k: v for k, v in answers.items() if k != SKIP})
 
 
 async def remember_message(ctx: Context, message_ref: str) -> None:

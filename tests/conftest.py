@@ -7,15 +7,20 @@ PostgreSQL fails the run instead of skipping it.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from handlers import COMMANDS, FORMS
+from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import FrozenClock
 from handlers.dispatch import Core
 from handlers.types import Incoming, Outgoing
@@ -32,28 +37,50 @@ REQUIRE_PG = os.environ.get("FPBOT_REQUIRE_POSTGRES") == "1"
 # Berlin, the second annual meeting, is weeks away: Spain, Germany and Namibia form the troika.
 T0 = datetime(2018, 3, 1, 9, 0, tzinfo=UTC)
 
-_pg_migrated = False
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(make_url(PG_URL).set(drivername="postgresql")
+                                 .render_as_string(hide_password=False))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to completion from sync code, even while a test's loop is running."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A database of this test session's own on the test PostgreSQL, migrated once."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("FPBOT_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
+        pytest.skip("no TEST_DATABASE_URL: PostgreSQL tests run under tests/run.sh")
+    name = f"fpbot_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    _run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+    async def migrate() -> None:
+        database = Database(url, pooled=False)
+        await upgrade(database)
+        await database.dispose()
+
+    _run(migrate())
+    yield url
+    _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Database]:
-    """A migrated, empty store: a fresh SQLite file, or the test PostgreSQL emptied."""
-    global _pg_migrated
+    """A migrated, empty store: a fresh SQLite file, or this session's PostgreSQL emptied."""
     if request.param == "sqlite":
         database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fpbot.db'}")
         await upgrade(database)
     else:
-        if not PG_URL:
-            if REQUIRE_PG:
-                pytest.fail("FPBOT_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
-            pytest.skip("no TEST_DATABASE_URL: PostgreSQL tests run under tests/run.sh")
-        database = Database(PG_URL, pooled=False)
-        if not _pg_migrated:
-            async with database.engine.begin() as conn:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-            await upgrade(database)
-            _pg_migrated = True
+        database = Database(request.getfixturevalue("pg_url"), pooled=False)
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         async with database.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -84,7 +111,7 @@ def renderer() -> Renderer:
 
 @pytest.fixture
 def core(demo_db: Database, clock: FrozenClock, renderer: Renderer) -> Core:
-    return Core(demo_db, COMMANDS, FORMS, clock=clock, renderer=renderer)
+    return Core(demo_db, COMMANDS, FORMS, clock=clock, renderer=renderer, free_text=FREE_TEXT)
 
 
 class Transcript:

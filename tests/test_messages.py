@@ -56,7 +56,7 @@ def test_user_text_cannot_forge_markup(renderer: Renderer) -> None:
 
 def test_markup_helpers_follow_the_platform(renderer: Renderer) -> None:
     ctx = {"title": "A & B", "question": "Q?", "hint": "", "index": 1, "total": 2,
-           "optional": False}
+           "optional": False, "current": "", "files": False}
     assert renderer.render("forms.question", "en", "html", **ctx).startswith("<b>A &amp; B</b>")
     assert renderer.render("forms.question", "en", "mrkdwn", **ctx).startswith("*A &amp; B*")
     assert renderer.render("forms.question", "en", "plain", **ctx).startswith("A & B · 1/2")

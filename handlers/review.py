@@ -1,0 +1,134 @@
+"""Review by the secretariat: approve (into a newsletter section), request changes, or reject.
+
+Each decision is one conditional UPDATE on an update still in review: when two officers act on
+the same update at once, one wins and the other is told who decided first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from handlers import forms
+from handlers.context import Context
+from handlers.forms import Field, Form
+from handlers.types import Choice, Incoming, Outgoing, UserError
+from handlers.updates import summary
+from storage.models import NationalUpdate, Person, UpdateCategory, UpdateStatus
+
+# The newsletter's sections, in the order of the Technical Operative Guidelines.
+SECTIONS = ("proceedings", "member_action", "innovation", "lessons", "nap_progress", "events",
+            "knowledge", "funding", "civil_society", "spotlight")
+DEFAULT_SECTION = {
+    UpdateCategory.NAP_PROGRESS: "nap_progress",
+    UpdateCategory.POLICY: "innovation",
+    UpdateCategory.BEST_PRACTICE: "lessons",
+    UpdateCategory.EVENT: "events",
+    UpdateCategory.KNOWLEDGE_PRODUCT: "knowledge",
+    UpdateCategory.FUNDING: "funding",
+    UpdateCategory.CIVIL_SOCIETY: "civil_society",
+}
+VERBS = ("approve", "changes", "reject", "sections")
+
+
+async def _next_in_queue(ctx: Context) -> tuple[NationalUpdate | None, int]:
+    rows = list(await ctx.session.scalars(
+        select(NationalUpdate).where(NationalUpdate.status == UpdateStatus.SUBMITTED)
+        .order_by(NationalUpdate.submitted_at, NationalUpdate.id)
+    ))
+    return (rows[0] if rows else None), len(rows)
+
+
+def _buttons(ctx: Context, row: NationalUpdate) -> tuple[Choice, ...]:
+    section = DEFAULT_SECTION.get(UpdateCategory(row.category), "member_action")
+    return (
+        Choice(f"/review approve {row.id} {section}",
+               ctx.label("review.approve_button", section=ctx.label(f"review.section_{section}"))),
+        Choice(f"/review sections {row.id}", ctx.label("review.sections_button")),
+        Choice(f"/review changes {row.id}", ctx.label("review.changes_button")),
+        Choice(f"/review reject {row.id}", ctx.label("review.reject_button")),
+    )
+
+
+async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
+    """Show the oldest update waiting for review, or act on one: approve, changes, reject."""
+    verb, _, rest = msg.args.partition(" ")
+    verb = verb.lower()
+    if not verb:
+        row, waiting = await _next_in_queue(ctx)
+        if row is None:
+            return [Outgoing("review.queue_empty")]
+        return [Outgoing("review.item", {**summary(row, ctx), "waiting": waiting},
+                         choices=_buttons(ctx, row), private=True)]
+    number, _, text = rest.strip().partition(" ")
+    if verb not in VERBS or not number.lstrip("#").isdigit():
+        raise UserError("review.usage")
+    update_id = int(number.lstrip("#"))
+    row = await ctx.session.get(NationalUpdate, update_id)
+    if row is None:
+        raise UserError("updates.unknown", id=update_id)
+    text = text.strip()
+    if verb == "sections":
+        return [Outgoing("review.pick_section", {"id": row.id, "title": row.title},
+                         choices=tuple(Choice(f"/review approve {row.id} {s}",
+                                              ctx.label(f"review.section_{s}"))
+                                       for s in SECTIONS))]
+    if verb == "approve":
+        section = text or DEFAULT_SECTION.get(UpdateCategory(row.category), "member_action")
+        if section not in SECTIONS:
+            raise UserError("review.unknown_section", section=section,
+                            sections=", ".join(SECTIONS))
+        return await _decide(ctx, row, UpdateStatus.APPROVED, section=section)
+    if not text:  # a comment or reason is needed: ask for it as a one-step form
+        return [await forms.start(ctx, NOTE_FORM, {"update_id": row.id, "verb": verb})]
+    status = UpdateStatus.CHANGES_REQUESTED if verb == "changes" else UpdateStatus.REJECTED
+    return await _decide(ctx, row, status, note=text)
+
+
+async def _decide(ctx: Context, row: NationalUpdate, status: UpdateStatus, *,
+                  section: str = "", note: str = "") -> list[Outgoing]:
+    assert ctx.person is not None
+    result = await ctx.session.execute(
+        update(NationalUpdate)
+        .where(NationalUpdate.id == row.id, NationalUpdate.status == UpdateStatus.SUBMITTED,
+               NationalUpdate.version == row.version)
+        .values(status=status, section=section, review_note=note, decided_at=ctx.now,
+                decided_by=ctx.person.id)
+    )
+    if not getattr(result, "rowcount", 0):
+        await ctx.session.refresh(row)
+        decider = await ctx.session.get(Person, row.decided_by) if row.decided_by else None
+        raise UserError("review.not_in_review", id=row.id,
+                        status=ctx.label(f"updates.status_{row.status}"),
+                        by=decider.name if decider else "")
+    await ctx.session.refresh(row)
+    await ctx.audit(f"update.{status.value}", f"update:{row.id}", section=section, note=note)
+    details: dict[str, Any] = summary(row, ctx)
+    author = await ctx.session.get(Person, row.author_id)
+    assert author is not None
+    edit = (Choice(f"/edit {row.id}", ctx.label("updates.edit_button", id=row.id)),)
+    await ctx.notify(Outgoing(f"review.told_{status.value}", details,
+                              choices=edit if status == UpdateStatus.CHANGES_REQUESTED else ()),
+                     person=author)
+    _, waiting = await _next_in_queue(ctx)
+    return [Outgoing(f"review.done_{status.value}", {**details, "waiting": waiting},
+                     choices=(Choice("/review", ctx.label("review.next_button")),)
+                     if waiting else ())]
+
+
+async def _submit_note(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
+    row = await ctx.session.get(NationalUpdate, int(answers["update_id"]))
+    if row is None:
+        raise UserError("updates.unknown", id=answers["update_id"])
+    status = (UpdateStatus.CHANGES_REQUESTED if answers["verb"] == "changes"
+              else UpdateStatus.REJECTED)
+    return await _decide(ctx, row, status, note=answers["note"])
+
+
+NOTE_FORM = Form(
+    name="review_note",
+    title="review.note_title",
+    fields=(Field("note", "review.ask_note", kind="multiline", max_length=1000),),
+    submit=_submit_note,
+)
