@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, network, onboarding, review, search, updates
+from handlers import forms, nap, network, onboarding, review, search, updates
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -20,6 +20,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("withdraw", updates.withdraw, Access.REGISTERED, "help.withdraw", usage="n"),
     Command("search", search.search, Access.REGISTERED, "help.search",
             usage="words [member:X] [category:Y] [since:YYYY-MM-DD]"),
+    Command("nap", nap.nap, Access.REGISTERED, "help.nap", usage="[member|all|update|history]"),
     Command("troika", network.show_troika, Access.REGISTERED, "help.troika", usage="[year]"),
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
@@ -31,7 +32,8 @@ COMMANDS: tuple[Command, ...] = (
 
 FORMS: dict[str, Form] = {
     form.name: form
-    for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM)
+    for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
+                 nap.NAP_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

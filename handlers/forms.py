@@ -78,22 +78,24 @@ async def _choices(ctx: Context, field: Field, answers: dict[str, Any]) -> tuple
 
 
 async def _view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldView:
+    choices = await _choices(ctx, field, answers)
     return FieldView(
         name=field.name,
         label=ctx.label(field.label),
         kind=field.kind,
         required=field.required,
         max_length=field.max_length,
-        choices=await _choices(ctx, field, answers),
+        choices=choices,
         value=_shown(answers.get(field.name, "")),
         hint=ctx.label(field.hint) if field.hint else "",
     )
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, choices: Sequence[Choice] = ()) -> str:
+    """An answer as text: files by their names; with `choices`, a choice by its label."""
     if isinstance(value, list):
         return ", ".join(str(v.get("name", "")) for v in value if isinstance(v, dict))
-    return str(value)
+    return next((c.label for c in choices if c.value == str(value)), str(value))
 
 
 def _asked(form: Form, answers: dict[str, Any]) -> list[str]:
@@ -195,7 +197,8 @@ async def _ask(
         "forms.question",
         {"title": step.title, "question": view.label, "hint": view.hint,
          "index": step.index, "total": step.total, "optional": not field.required,
-         "current": view.value, "files": field.kind == "files"},
+         "current": _shown(conv.answers.get(field.name, ""), view.choices),
+         "files": field.kind == "files"},
         choices=view.choices,
         step=step,
         errors=errors,
@@ -325,6 +328,9 @@ async def _advance(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
 async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[Outgoing]:
     """Validate a whole form at once (a modal); errors come back on their fields."""
     conv = await _conversation(ctx)
+    version = ctx.incoming.form_version
+    if conv is not None and version is not None and version != conv.version:
+        return [Outgoing("forms.stale_modal", private=True)]
     answers: dict[str, Any] = dict(conv.answers) if conv and conv.form == form.name else {}
     errors: dict[str, str] = {}
     for name in _asked(form, answers):

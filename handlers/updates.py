@@ -172,8 +172,13 @@ async def _file(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     await ctx.notify_secretariat(Outgoing(
         "updates.for_review", summary(row, ctx),
         choices=(Choice("/review", ctx.label("updates.review_button")),), private=True))
-    return [Outgoing("updates.filed", summary(row, ctx), closes_form=True,
-                     choices=(Choice("/myupdates", ctx.label("updates.mine_button")),))]
+    choices = [Choice("/myupdates", ctx.label("updates.mine_button"))]
+    if row.category == UpdateCategory.NAP_PROGRESS:
+        choices.insert(0, Choice(f"/nap update {member.code}",
+                                 ctx.label("updates.nap_button", member=member.name)))
+    return [Outgoing("updates.filed", {**summary(row, ctx),
+                                       "nap_offer": row.category == UpdateCategory.NAP_PROGRESS},
+                     closes_form=True, choices=tuple(choices))]
 
 
 async def _own_update(ctx: Context, number: str) -> NationalUpdate:

@@ -48,6 +48,13 @@ async def test_a_focal_point_files_an_update_in_a_few_steps(chat: Transcript, de
     assert await outbox_keys(demo_db) == ["updates.for_review"]
 
 
+async def test_a_nap_progress_update_offers_to_update_the_nap_status(chat: Transcript) -> None:
+    await file_update(chat)
+    assert chat.last().choices[0].value == "/nap update chile"
+    await chat.say(chat.last().choices[0].value, as_=FP_CHILE)
+    assert chat.last().step is not None and chat.last().step.form == "nap"
+
+
 async def test_free_text_is_offered_as_an_update(chat: Transcript, demo_db: Database) -> None:
     await chat.say("Brazil launched the development of its first NAP on 8 March 2017.",
                    as_=FP_CHILE)
