@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot import logs
-from bot.adapters import configured
+from bot.adapters import AdapterSetupError, configured
 from bot.adapters.console import ANONYMOUS, ConsoleAdapter
 from bot.app import BotApp
 from bot.runner import run_until_signalled, serve
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     chair = sub.add_parser("chair", help="record the chair of a year (the troika follows)")
     chair.add_argument("year", type=int)
     chair.add_argument("member", help="member code, e.g. germany")
+
+    telegram = sub.add_parser("telegram", help="Telegram: register the webhook of fpbot serve")
+    tg = telegram.add_subparsers(dest="action", required=True)
+    sw = tg.add_parser("set-webhook", help="tell Telegram to send updates to URL (HTTPS)")
+    sw.add_argument("url", help="the public address of fpbot serve, e.g. https://bot.example.org")
 
     sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
     invite = sub.add_parser("invite", help="print a one-time invitation code for a person")
@@ -234,9 +239,24 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         await app.close()
 
 
+async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.adapters.telegram import set_webhook
+
+    app = BotApp(settings)
+    try:
+        print(f"Telegram now sends this bot's updates to {await set_webhook(app, args.url)}")
+        return 0
+    except ValueError as exc:
+        print(f"fpbot: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await app.close()
+
+
 COMMANDS = {
     "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
-    "members": cmd_members, "chair": cmd_chair, "demo": cmd_demo, "invite": cmd_invite,
+    "members": cmd_members, "telegram": cmd_telegram, "chair": cmd_chair, "demo": cmd_demo,
+    "invite": cmd_invite,
 }
 
 
@@ -247,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup("ERROR" if chatting else settings.log_level, settings.secrets)
     try:
         return asyncio.run(COMMANDS[args.command](args, settings))
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, AdapterSetupError) as exc:
         print(f"fpbot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,8 @@ from handlers.forms import Form
 from handlers.routing import Access, Command
 
 COMMANDS: tuple[Command, ...] = (
-    Command("start", onboarding.start, Access.ANYONE, "help.start", usage="[code]"),
+    Command("start", onboarding.start, Access.ANYONE, "help.start", usage="[code]",
+            personal=True),
     Command("help", network.help, Access.ANYONE, "help.help"),
     Command("cancel", forms.cancel_command, Access.ANYONE, "help.cancel"),
     Command("whoami", network.whoami, Access.REGISTERED, "help.whoami", personal=True),

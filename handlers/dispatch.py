@@ -165,8 +165,10 @@ class Core:
         return ctx.person.timezone if ctx.person else self.config.timezone
 
     def _finish(self, ctx: Context, replies: list[Outgoing]) -> list[Outgoing]:
+        """Give each reply the reader's time zone and locale, for the adapter's rendering."""
         tz = self._timezone(ctx)
-        return [replace(r, context={"tz": tz, **r.context}) for r in replies]
+        return [replace(r, context={"tz": tz, "locale": ctx.locale, **r.context})
+                for r in replies]
 
     # -- the durable inbox ----------------------------------------------------------------
     async def receive(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:

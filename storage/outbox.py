@@ -14,11 +14,13 @@ async def resume_waiting(
     session: AsyncSession, platform: str, user_id: str, now: datetime
 ) -> int:
     """Make unsent items for this account (or its person) due now; returns how many."""
-    person_id = await session.scalar(
-        select(Identity.person_id).where(Identity.platform == platform,
-                                         Identity.user_id == user_id)
-    )
-    for_account = and_(OutboxItem.platform == platform, OutboxItem.chat_id == user_id)
+    identity = (await session.execute(
+        select(Identity.person_id, Identity.chat_id).where(Identity.platform == platform,
+                                                           Identity.user_id == user_id)
+    )).first()
+    person_id = identity.person_id if identity else None
+    chats = {user_id} | ({identity.chat_id} if identity and identity.chat_id else set())
+    for_account = and_(OutboxItem.platform == platform, OutboxItem.chat_id.in_(chats))
     target = or_(for_account, OutboxItem.person_id == person_id) if person_id else for_account
     result = await session.execute(
         update(OutboxItem)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from bot.app import BotApp
 
 
+class AdapterSetupError(RuntimeError):
+    """An adapter cannot start (a missing secret, a rejected token); the message names no secret."""
+
+
 class PlatformAdapter(Protocol):
     """What `fpbot run` and `fpbot serve` need of a platform adapter."""
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from handlers.types import Outgoing
 from messages import Renderer, escape_html, escape_mrkdwn
 
+
 def _as_is(text: str) -> str:
     return text
 

@@ -233,11 +233,25 @@ def modal(form: FormView, labels: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def field_errors(errors: Mapping[str, str], block_ids: Sequence[str]) -> dict[str, str]:
+    """Errors keyed by the modal's input blocks; one naming no block goes on the first.
+
+    Slack refuses a whole `response_action: errors` that names an unknown block, which
+    would leave the person with a modal that silently does nothing.
+    """
+    known = [b for b in block_ids if b]
+    placed: dict[str, str] = {}
+    for name, text in errors.items():
+        target = name if name in known or not known else known[0]
+        placed[target] = f"{placed[target]} {text}" if target in placed else text
+    return placed
+
+
 def submitted_values(view: Mapping[str, Any]) -> dict[str, str]:
     """`{field: value}` from a submitted modal's state; an empty input gives ""."""
     values: dict[str, str] = {}
     for block_id, actions in view.get("state", {}).get("values", {}).items():
-        state = actions.get(VALUE_ACTION) or next(iter(actions.values()), {})
+        state: Mapping[str, Any] = actions.get(VALUE_ACTION) or next(iter(actions.values()), {})
         values[block_id] = action_value(state)
     return values
 

@@ -68,6 +68,8 @@ class FakeSlackAPI:
     url: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
+        self.socket_received: list[Json] = []
+        self._sockets: list[web.WebSocketResponse] = []
         self._failures: dict[str, _Failure] = {}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -80,6 +82,7 @@ class FakeSlackAPI:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -89,6 +92,8 @@ class FakeSlackAPI:
 
     async def stop(self) -> None:
         """Shut the server down."""
+        for ws in self._sockets:
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -148,6 +153,49 @@ class FakeSlackAPI:
                     f"recorded: {seen}"
                 ) from None
         return self.calls_to(method)
+
+    # -- Socket Mode --------------------------------------------------------------------------
+
+    def use_socket_mode(self) -> str:
+        """Make apps.connections.open hand out this server's WebSocket; return its URL."""
+        self.socket_url = self.url.replace("http://", "ws://") + "/socket"
+        return self.socket_url
+
+    async def socket_send(self, envelope: Json) -> None:
+        """Send an envelope (``slash_commands``, ``events_api``, ``interactive``) to the bot."""
+        for ws in self._sockets:
+            if not ws.closed:
+                await ws.send_json(envelope)
+
+    async def wait_for_socket_ack(self, envelope_id: str, count: int = 1,
+                                  timeout: float = 5.0) -> list[Json]:
+        """Wait until the bot acknowledged ``envelope_id`` ``count`` times; return the acks."""
+
+        def acks() -> list[Json]:
+            return [m for m in self.socket_received if m.get("envelope_id") == envelope_id]
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(acks()) >= count),
+                                       timeout)
+            except TimeoutError:
+                raise TimeoutError(f"envelope {envelope_id} acknowledged {len(acks())}/{count} "
+                                   f"times in {timeout}s") from None
+        return acks()
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": len(self._sockets),
+                            "connection_info": {"app_id": "A1"},
+                            "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                self.socket_received.append(json.loads(message.data))
+                async with self._changed:
+                    self._changed.notify_all()
+        return ws
 
     # -- HTTP handlers ----------------------------------------------------------------------
 
@@ -379,3 +427,8 @@ def event_body(event: Json, event_id: str = "Ev1", team_id: str = TEAM_ID) -> st
             "authorizations": [{"team_id": team_id, "user_id": BOT_USER_ID, "is_bot": True}],
         }
     )
+
+
+def interaction_body(payload: Json) -> str:
+    """Return the form-encoded body of an interactivity request (block_actions, view_submission)."""
+    return urlencode({"payload": json.dumps(payload)})

@@ -235,6 +235,10 @@ class FakeBotAPI:
                          retry_after if flood else None)
         self._failures.setdefault(method.lower(), []).extend([error] * times)
 
+    def clear_failures(self) -> None:
+        """Forget the failures queued by :meth:`fail_next` that have not happened yet."""
+        self._failures.clear()
+
     # ---- HTTP plumbing ---------------------------------------------------------------------
     def _wake(self) -> None:
         """Wake every waiting long-poll (each waits on the event current when it slept)."""

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-import storage.models
 
+import storage.models
 
 revision: str = '0002'
 down_revision: str | None = '0001'

@@ -1,0 +1,909 @@
+"""Telegram: python-telegram-bot under the core, by long polling (`fpbot run`) or webhook (`fpbot serve`).
+
+The adapter only translates: a Bot API update becomes one `Incoming`, each `Outgoing` becomes
+Bot API calls made through PTB's `Bot` (HTML parse mode, inline keyboards, documents).
+
+Exactly-once handling. PTB's own Updater confirms updates as soon as they are queued in memory
+and its webhook answers before handling, so neither is used. Instead every update is written to
+the store's inbox (`Core.receive`) *before* Telegram hears it arrived: before the next
+getUpdates moves the offset past it, before the webhook answers 200. The core marks it handled
+in the transaction of its effect and keeps its replies; the adapter marks it replied once they
+went out. On start the inbox is drained: an update received but never handled is handled, one
+handled but not answered gets its stored replies. A redelivered update is recognised by its
+`update_id` and acted on once.
+
+Updates are worked through in lanes, one per person, so that one person's messages keep their
+order (a form is filled step by step) while other people are not kept waiting. A reply that
+cannot go out (Telegram down, rate limited beyond the retries) stays in the inbox and is tried
+again later; nothing is dropped.
+
+The Bot API URL carries the bot token, and httpx and PTB log it; while the adapter runs, a
+filter on those loggers masks the token and the webhook secret, and no error raised here shows
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiolimiter import AsyncLimiter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeChat,
+    BotCommandScopeDefault,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram.constants import (
+    ChatType,
+    FileSizeLimit,
+    InlineKeyboardButtonLimit,
+    MessageLimit,
+    ParseMode,
+)
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRateLimiter
+
+from bot.adapters import AdapterSetupError
+from bot.adapters.rendering import message_text
+from bot.logs import RedactSecrets
+from handlers.dispatch import STORE_ERRORS
+from handlers.types import Attachment, Choice, FormStep, Incoming, Outgoing
+from messages import escape_html
+
+if TYPE_CHECKING:
+    from bot.app import BotApp
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+ALLOWED_UPDATES = ("message", "callback_query")
+
+TEXT_LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4096
+CAPTION_LIMIT = MessageLimit.CAPTION_LENGTH  # 1024
+CALLBACK_LIMIT = InlineKeyboardButtonLimit.MAX_CALLBACK_DATA  # 64 bytes
+DOWNLOAD_LIMIT = FileSizeLimit.FILESIZE_DOWNLOAD  # 20 MB through the Bot API
+MB = 1_000_000
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+# Telegram: about 30 messages a second overall, 20 a minute in a group, and no more than about
+# one a second in one chat, short bursts tolerated.
+CHAT_BURST = 3
+CHAT_PERIOD = 3.0
+MAX_RETRIES = 5  # RetryAfter retries; AIORateLimiter's default (0) gives up on the first 429
+POLL_TIMEOUT = 30.0  # seconds a getUpdates long-poll may wait
+RETRY_FIRST = 1.0  # seconds before an update whose replies did not go is tried again
+RETRY_MAX = 300.0
+STOP_GRACE = 10.0  # seconds stop() waits for updates in hand
+
+# Callback data: "t|<command line>" for a command button; for a form step's buttons the form's
+# version, so that a button of an earlier question is recognised as such.
+CMD = "t"
+ANSWER = "v"  # v|<version>|<choice value>
+ANSWER_NUMBER = "n"  # n|<version>|<choice number>, when the value does not fit in 64 bytes
+FORM_CONTROLS = {"b": "back", "x": "cancel", "s": "skip"}
+FORM_KINDS = frozenset({ANSWER, ANSWER_NUMBER, *FORM_CONTROLS})
+
+
+# -- rate limits ----------------------------------------------------------------------------
+class ChatPacedRateLimiter(AIORateLimiter):
+    """AIORateLimiter plus a pace per private chat (AIORateLimiter paces only groups)."""
+
+    def __init__(self, *, chat_max_rate: float = CHAT_BURST, chat_time_period: float = CHAT_PERIOD,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._chat_rate = (chat_max_rate, chat_time_period)
+        self._chat_limiters: dict[int, AsyncLimiter] = {}
+
+    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
+        if len(self._chat_limiters) > 1024:  # forget chats whose bucket is full again
+            for key, limiter in list(self._chat_limiters.items()):
+                if key != chat_id and limiter.has_capacity(limiter.max_rate):
+                    del self._chat_limiters[key]
+        if chat_id not in self._chat_limiters:
+            self._chat_limiters[chat_id] = AsyncLimiter(*self._chat_rate)
+        return self._chat_limiters[chat_id]
+
+    async def process_request(self, callback: Any, args: Any, kwargs: dict[str, Any],
+                              endpoint: str, data: dict[str, Any],
+                              rate_limit_args: int | None) -> Any:
+        """Wait for the chat's pace (private chats), then apply AIORateLimiter's limits."""
+        chat_id = data.get("chat_id")
+        with contextlib.suppress(TypeError, ValueError):
+            chat_id = int(chat_id)  # type: ignore[arg-type]
+        if all(self._chat_rate) and isinstance(chat_id, int) and chat_id > 0:
+            async with self._chat_limiter(chat_id):
+                return await super().process_request(callback, args, kwargs, endpoint, data,
+                                                      rate_limit_args)
+        return await super().process_request(callback, args, kwargs, endpoint, data,
+                                              rate_limit_args)
+
+
+def rate_limiter(*, chat_rate: tuple[float, float] | None = (CHAT_BURST, CHAT_PERIOD),
+                 max_retries: int = MAX_RETRIES) -> ChatPacedRateLimiter:
+    """30 messages/s overall, 20/min per group, `chat_rate` per private chat; 429s retried."""
+    burst, period = chat_rate or (0, 0)
+    return ChatPacedRateLimiter(chat_max_rate=burst, chat_time_period=period,
+                                max_retries=max_retries)
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """How long Telegram asked to wait (PTB 22 warns when the value is read as an int)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def file_url(api_url: str) -> str:
+    """The file download base for a Bot API base URL (`…/bot` -> `…/file/bot`)."""
+    base = api_url.rstrip("/")
+    if base.endswith("/bot"):
+        return base[: -len("/bot")] + "/file/bot"
+    return base + "/file/bot"
+
+
+# -- Telegram -> core -----------------------------------------------------------------------
+def _locale(language_code: str | None) -> str | None:
+    return language_code.split("-")[0].lower() if language_code else None
+
+
+def addressed_to_bot(text: str, bot_username: str) -> bool:
+    """Whether a group message is a command for this bot (`/cmd` or `/cmd@thisbot`)."""
+    if not text.startswith("/") or len(text) < 2:
+        return False
+    head = text.split(maxsplit=1)[0]
+    _, at, target = head.partition("@")
+    return not at or target.casefold() == bot_username.casefold()
+
+
+def attachments_of(message: Message) -> tuple[Attachment, ...]:
+    """The document or photo of a message (the largest size of a photo), as the core sees it."""
+    if message.document is not None:
+        doc = message.document
+        return (Attachment(doc.file_id, doc.file_name or f"document-{doc.file_unique_id}",
+                           doc.file_size or 0, doc.mime_type or "application/octet-stream"),)
+    if message.photo:
+        photo = max(message.photo, key=lambda p: (p.file_size or 0, p.width * p.height))
+        return (Attachment(photo.file_id, f"photo-{photo.file_unique_id}.jpg",
+                           photo.file_size or 0, "image/jpeg"),)
+    return ()
+
+
+def update_to_incoming(update: Update, bot_username: str) -> Incoming | None:
+    """The core's view of an update; None for what the bot leaves alone."""
+    if update.callback_query is not None:
+        return _callback_to_incoming(update.callback_query)
+    message = update.message
+    if message is None or message.from_user is None or message.from_user.is_bot:
+        return None
+    user, chat = message.from_user, message.chat
+    private = chat.type == ChatType.PRIVATE
+    text = (message.text or message.caption or "").strip()
+    if not private and not addressed_to_bot(text, bot_username):
+        return None  # in a group: only commands meant for this bot
+    return Incoming(platform=PLATFORM, user_id=str(user.id), chat_id=str(chat.id), text=text,
+                    private=private, display_name=user.full_name,
+                    attachments=attachments_of(message), locale=_locale(user.language_code))
+
+
+def _callback_to_incoming(query: CallbackQuery) -> Incoming | None:
+    user = query.from_user
+    chat = query.message.chat if query.message is not None else None
+    base: dict[str, Any] = {
+        "platform": PLATFORM, "user_id": str(user.id),
+        "chat_id": str(chat.id if chat is not None else user.id),
+        "private": chat is None or chat.type == ChatType.PRIVATE,
+        "display_name": user.full_name, "locale": _locale(user.language_code)}
+    kind, _, rest = (query.data or "").partition("|")
+    if kind == CMD and rest.startswith("/"):
+        return Incoming(**base, text=rest)
+    if kind not in FORM_KINDS:
+        return None
+    version, _, value = rest.partition("|")
+    if not version.isdigit():
+        return None
+    if kind in (ANSWER, ANSWER_NUMBER):
+        return Incoming(**base, action="answer", value=value, form_version=int(version))
+    return Incoming(**base, action=FORM_CONTROLS[kind], form_version=int(version))
+
+
+# -- core -> Telegram -----------------------------------------------------------------------
+def _data(*parts: object) -> str:
+    data = "|".join(str(p) for p in parts)
+    if len(data.encode()) > CALLBACK_LIMIT:
+        raise ValueError(f"callback data of {len(data.encode())} bytes exceeds Telegram's "
+                         f"{CALLBACK_LIMIT}: {data[:80]!r}")
+    return data
+
+
+def _answer_data(step: FormStep, number: int, choice: Choice) -> str:
+    try:
+        return _data(ANSWER, step.version, choice.value)
+    except ValueError:
+        return _data(ANSWER_NUMBER, step.version, number)
+
+
+def keyboard(out: Outgoing, labels: dict[str, str]) -> InlineKeyboardMarkup | None:
+    """Buttons for a reply: a form step's choices and controls, or command buttons.
+
+    `labels` names the form controls: "back", "skip", "cancel".
+    """
+    step = out.step
+    if step is not None:
+        rows = [[InlineKeyboardButton(c.label, callback_data=_answer_data(step, n, c))]
+                for n, c in enumerate(out.choices, 1)]
+        controls = []
+        if step.can_go_back:
+            controls.append(InlineKeyboardButton(labels["back"], callback_data=_data("b", step.version)))
+        if not step.field.required:
+            controls.append(InlineKeyboardButton(labels["skip"], callback_data=_data("s", step.version)))
+        controls.append(InlineKeyboardButton(labels["cancel"], callback_data=_data("x", step.version)))
+        return InlineKeyboardMarkup([*rows, controls])
+    if not out.choices:
+        return None
+    buttons = [InlineKeyboardButton(c.label, callback_data=_data(CMD, c.value)) for c in out.choices]
+    return InlineKeyboardMarkup([buttons[i:i + 2] for i in range(0, len(buttons), 2)])
+
+
+def text_length(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+_TAG = re.compile(r"<(/?)([a-zA-Z-]+)[^>]*>")
+
+
+def _balanced(chunk: str) -> bool:
+    stack: list[str] = []
+    for closing, name in _TAG.findall(chunk):
+        if not closing:
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            return False
+    return not stack
+
+
+def _pack(lines: Sequence[str], limit: int) -> list[str]:
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if current and text_length(candidate) > limit:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def _hard_split(plain_line: str, limit: int) -> list[str]:
+    """Escaped pieces of one plain line, each within `limit` once escaped."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for ch in plain_line:
+        escaped = escape_html(ch)
+        n = text_length(escaped)
+        if size + n > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(escaped)
+        size += n
+    pieces.append("".join(current))
+    return pieces
+
+
+def split_message(html_text: str, plain_text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """HTML chunks of at most `limit`, cut at line ends; never inside a tag or an entity.
+
+    When a single line is too long, or a tag spans a cut, the message is sent as escaped plain
+    text instead, with over-long lines cut hard.
+    """
+    chunks = _pack(html_text.split("\n"), limit)
+    if all(text_length(c) <= limit and _balanced(c) for c in chunks):
+        return chunks
+    lines: list[str] = []
+    for line in plain_text.split("\n"):
+        lines.extend(_hard_split(line, limit) if text_length(escape_html(line)) > limit
+                     else [escape_html(line)])
+    return _pack(lines, limit)
+
+
+# -- the adapter ----------------------------------------------------------------------------
+@dataclass
+class _Job:
+    """One inbox item in hand, and how far it got."""
+
+    inbox_id: int
+    payload: dict[str, Any]
+    stage: str = "handle"  # then "send", then "mark"
+    replies: list[Outgoing] | None = None
+    sent: int = 0  # replies already delivered (in this process)
+    moved_private: bool = False
+    dm_refused: bool = False
+    group_told: bool = False
+    attempt: int = 0
+    apologised: bool = False
+    answered: bool = False
+
+
+class TelegramSetupError(AdapterSetupError):
+    """The adapter cannot start; the message names no secret."""
+
+
+class TelegramAdapter:
+    """Talks to Telegram for the core."""
+
+    platform = PLATFORM
+
+    def __init__(self, app: BotApp, *, limiter: BaseRateLimiter[Any] | None = None,
+                 poll_timeout: float = POLL_TIMEOUT, retry_first: float = RETRY_FIRST) -> None:
+        self.app = app
+        self.core = app.core
+        self.renderer = app.renderer
+        self.settings = app.settings
+        self.limiter = limiter or rate_limiter()
+        self.poll_timeout = poll_timeout
+        self.retry_first = retry_first
+        self.stop_grace = STOP_GRACE
+        self.application: Application | None = None  # type: ignore[type-arg]
+        self.bot_username = ""
+        self.offset = 0  # next getUpdates offset: everything below it is in the inbox
+        self._accepting = False
+        self._poller: asyncio.Task[None] | None = None
+        self._lanes: dict[str, asyncio.Queue[_Job]] = {}
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._in_hand: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._menus: dict[int, list[tuple[str, str]]] = {}
+        self._default_menu: list[tuple[str, str]] = []
+        self._redactor = RedactSecrets(self.settings.secrets)
+        self._guarded: list[logging.Logger] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def bot(self) -> Bot:
+        if self.application is None:
+            raise RuntimeError("the Telegram adapter is not started")
+        bot: Bot = self.application.bot
+        return bot
+
+    async def start(self, *, webhook: bool) -> None:
+        """Connect (getMe), set the default menu, drain the inbox, then poll or await webhooks."""
+        if webhook and not self.settings.telegram_webhook_secret:
+            raise TelegramSetupError("TELEGRAM_WEBHOOK_SECRET must be set to receive Telegram "
+                                     "webhooks (1-256 characters: A-Z a-z 0-9 _ -)")
+        self._guard_logs()
+        application = build_application(self.settings, self.limiter)
+        try:
+            await application.initialize()
+        except TelegramError as exc:
+            await application.bot.shutdown()  # close the HTTP clients initialize() opened
+            self._unguard_logs()
+            if isinstance(exc, InvalidToken):
+                raise TelegramSetupError("Telegram rejected TELEGRAM_TOKEN (getMe failed); "
+                                         "check the token from @BotFather") from None
+            raise TelegramSetupError(f"cannot reach the Telegram Bot API at "
+                                     f"{self.settings.telegram_api_url}: "
+                                     f"{self._redactor.redact(str(exc))}") from None
+        self.application = application
+        try:
+            await application.start()
+            self.bot_username = self.bot.username
+            await self._set_default_menu()
+            if not webhook:
+                try:
+                    await self.bot.delete_webhook(drop_pending_updates=False)
+                except TelegramError as exc:
+                    log.warning("deleteWebhook failed (%s); polling may meet a Conflict",
+                                type(exc).__name__)
+            self._accepting = True
+            self._stopping.clear()
+            for item in await self.core.unanswered(PLATFORM):
+                self._enqueue(_Job(item.id, dict(item.payload),
+                                   stage="send" if item.handled_at is not None else "handle"))
+        except BaseException:
+            await self.stop()
+            raise
+        if not webhook:
+            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+
+    async def stop(self) -> None:
+        """Stop receiving, finish the updates in hand (briefly), close the connections."""
+        self._accepting = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+            await self._confirm_offset()
+        self._stopping.set()
+        lanes = list(self._lane_tasks.values())
+        if lanes:
+            _, late = await asyncio.wait(lanes, timeout=self.stop_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()
+        self._lane_tasks.clear()
+        self._in_hand.clear()
+        self._idle.set()
+        if self.application is not None:
+            with contextlib.suppress(Exception):
+                await self.application.stop()
+            with contextlib.suppress(Exception):
+                await self.application.shutdown()
+            self.application = None
+        self._unguard_logs()
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait until no update is in hand (tests)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(WEBHOOK_PATH, self._on_webhook, methods=["POST"])]
+
+    def reaches(self, chat_id: str) -> bool:
+        return bool(chat_id)
+
+    async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+        """Deliver a message from the outbox; raises if it did not go."""
+        target: int | str = int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+        if message.private and (not isinstance(target, int) or target < 0):
+            raise ValueError("a private message cannot go to a group chat")
+        out = replace(message, context={"tz": tz, **message.context})
+        await self._show(target, out, locale, user_id=target if isinstance(target, int) else None)
+        if isinstance(target, int) and target > 0:
+            await self._refresh_menu(target)
+
+    async def download(self, file_id: str) -> bytes:
+        """The content of a file someone sent (fetched with getFile only now)."""
+        tg_file = await self.bot.get_file(file_id)
+        return bytes(await tg_file.download_as_bytearray())
+
+    # -- receiving ------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        """Long-poll getUpdates; the offset moves past a batch only once all of it is stored."""
+        pause = 0.0
+        while True:
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self.offset or None, timeout=timedelta(seconds=self.poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES))
+            except InvalidToken:
+                log.error("Telegram rejected the bot token; polling stopped")
+                return
+            except RetryAfter as exc:
+                pause = retry_after_seconds(exc) + 0.1  # getUpdates bypasses the rate limiter
+                log.warning("getUpdates rate limited; waiting %.1f s", pause)
+                continue
+            except TelegramError as exc:
+                pause = min(max(pause * 2, self.retry_first), 30.0)
+                log.warning("getUpdates failed (%s: %s); retrying in %.1f s", type(exc).__name__,
+                            self._redactor.redact(str(exc)), pause)
+                continue
+            except Exception:
+                pause = min(max(pause * 2, self.retry_first), 30.0)
+                log.exception("getUpdates failed; retrying in %.1f s", pause)
+                continue
+            stored: list[_Job] = []
+            try:
+                for update in updates:
+                    payload = json.loads(update.to_json())
+                    inbox_id = await self.core.receive(PLATFORM, str(update.update_id), payload)
+                    if inbox_id is not None:
+                        stored.append(_Job(inbox_id, payload))
+            except Exception as exc:
+                pause = min(max(pause * 2, self.retry_first), 30.0)
+                if isinstance(exc, STORE_ERRORS):
+                    log.warning("store unavailable (%s): %d update(s) left unconfirmed at "
+                                "Telegram", type(exc).__name__, len(updates))
+                else:
+                    log.exception("updates not stored; left unconfirmed at Telegram")
+                for job in stored:
+                    self._enqueue(job)
+                continue
+            pause = 0.0
+            for job in stored:
+                self._enqueue(job)
+            if updates:
+                self.offset = updates[-1].update_id + 1
+
+    async def _confirm_offset(self) -> None:
+        """Tell Telegram which updates are in the inbox, so they are not sent again."""
+        if not self.offset or self.application is None:
+            return
+        with contextlib.suppress(TelegramError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.bot.get_updates(offset=self.offset, timeout=0, limit=1,
+                                                        allowed_updates=list(ALLOWED_UPDATES)), 5)
+
+    async def _on_webhook(self, request: Request) -> Response:
+        """Store the update, then answer 200; a forged secret gets 403, a down store 503."""
+        secret = self.settings.telegram_webhook_secret
+        given = request.headers.get(SECRET_HEADER, "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            return Response(status_code=403)
+        if not self._accepting:
+            return Response(status_code=503)
+        try:
+            payload = await request.json()
+        except ValueError:
+            return Response(status_code=400)
+        if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
+            return Response(status_code=400)
+        try:
+            inbox_id = await self.core.receive(PLATFORM, str(payload["update_id"]), payload)
+        except STORE_ERRORS as exc:
+            log.warning("store unavailable (%s): webhook update %s refused for redelivery",
+                        type(exc).__name__, payload["update_id"])
+            return Response(status_code=503)
+        if inbox_id is not None:
+            self._enqueue(_Job(inbox_id, payload))
+        return Response(status_code=200)
+
+    # -- lanes ----------------------------------------------------------------------------
+    @staticmethod
+    def _lane_key(job: _Job) -> str:
+        for kind in ("callback_query", "message"):
+            part = job.payload.get(kind)
+            if isinstance(part, dict) and isinstance(part.get("from"), dict):
+                return f"user:{part['from'].get('id')}"
+        return f"item:{job.inbox_id}"
+
+    def _enqueue(self, job: _Job) -> None:
+        if not self._accepting or job.inbox_id in self._in_hand:
+            return
+        self._in_hand.add(job.inbox_id)
+        self._idle.clear()
+        self._put(job)
+
+    def _put(self, job: _Job) -> None:
+        key = self._lane_key(job)
+        queue = self._lanes.get(key)
+        if queue is None:
+            queue = self._lanes[key] = asyncio.Queue()
+            self._lane_tasks[key] = asyncio.create_task(self._run_lane(key, queue),
+                                                        name=f"telegram-{key}")
+        queue.put_nowait(job)
+
+    async def _run_lane(self, key: str, queue: asyncio.Queue[_Job]) -> None:
+        """Work through one person's updates in order; one that cannot finish now is retried
+        (with a growing pause) before the next, until the adapter stops."""
+        try:
+            while not queue.empty():
+                job = queue.get_nowait()
+                while not await self._process(job):
+                    job.attempt += 1
+                    pause = min(self.retry_first * 2 ** (job.attempt - 1), RETRY_MAX)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), pause)
+                    if self._stopping.is_set():
+                        return  # it stays in the inbox for the next start
+                self._done(job)
+        finally:
+            self._lanes.pop(key, None)
+            self._lane_tasks.pop(key, None)
+
+    def _done(self, job: _Job) -> None:
+        self._in_hand.discard(job.inbox_id)
+        if not self._in_hand:
+            self._idle.set()
+
+    # -- handling -------------------------------------------------------------------------
+    async def _process(self, job: _Job) -> bool:
+        """Handle, answer and mark one inbox item; False when it was put off for later."""
+        try:
+            update = Update.de_json(job.payload, self.bot)
+        except Exception:
+            log.exception("inbox item %s is not a Telegram update; dropped", job.inbox_id)
+            update = None
+        try:
+            if update is not None and job.stage == "handle":
+                job.replies = await self._handle(job, update)
+                if job.replies is None:
+                    return False
+                job.stage = "send"
+            if update is not None and job.stage == "send":
+                if job.replies is None:
+                    job.replies = await self.core.stored_replies(job.inbox_id)
+                await self._deliver(job, update)
+                job.stage = "mark"
+            await self.core.mark_replied(job.inbox_id)
+        except (*STORE_ERRORS, NetworkError, RetryAfter) as exc:
+            log.warning("inbox item %s: %s at stage %s; trying again later", job.inbox_id,
+                        type(exc).__name__, job.stage)
+            return False
+        except Exception:
+            log.exception("inbox item %s could not be answered; given up", job.inbox_id)
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.core.mark_replied(job.inbox_id)
+            return True
+        if update is not None and update.effective_chat is not None and (
+                update.effective_chat.type == ChatType.PRIVATE and update.effective_user):
+            await self._refresh_menu(update.effective_user.id)
+        return True
+
+    async def _handle(self, job: _Job, update: Update) -> list[Outgoing] | None:
+        """The replies to an update (None: the store is down, try later)."""
+        inc = update_to_incoming(update, self.bot_username)
+        if update.callback_query is not None:
+            await self._answer_query(update.callback_query, job, expired=inc is None)
+        if inc is None:
+            return []
+        too_big = [a for a in inc.attachments if a.size > DOWNLOAD_LIMIT]
+        if too_big:
+            return [Outgoing("telegram.file_too_large",
+                             {"name": too_big[0].name, "size": round(too_big[0].size / MB, 1),
+                              "limit": DOWNLOAD_LIMIT // MB})]
+        replies = await self.core.handle(inc, job.inbox_id)
+        if [r.key for r in replies] == ["errors.store_unavailable"]:
+            if not job.apologised:
+                job.apologised = True
+                with contextlib.suppress(TelegramError):
+                    await self._deliver(replace(job, sent=0), update, replies)
+            return None
+        if not replies:  # already handled elsewhere: its stored replies, if any
+            replies = await self.core.stored_replies(job.inbox_id)
+        return replies
+
+    async def _answer_query(self, query: CallbackQuery, job: _Job, *, expired: bool) -> None:
+        """Stop the button's spinner (a query older than a few minutes can no longer be)."""
+        if job.attempt or job.answered:
+            return
+        job.answered = True
+        text = None
+        if expired:
+            text = self.renderer.render("telegram.button_expired",
+                                        self._user_locale(query.from_user.language_code), "plain")
+        try:
+            await query.answer(text=text)
+        except TelegramError as exc:
+            log.debug("answerCallbackQuery failed: %s", type(exc).__name__)
+
+    def _user_locale(self, language_code: str | None) -> str:
+        locale = _locale(language_code)
+        return locale if locale in self.renderer.locales else self.renderer.default_locale
+
+    async def _deliver(self, job: _Job, update: Update,
+                       replies: list[Outgoing] | None = None) -> None:
+        """Send each reply where it belongs; personal ones from a group go to a private chat."""
+        replies = job.replies if replies is None else replies
+        chat, user = update.effective_chat, update.effective_user
+        if chat is None or user is None or not replies:
+            return
+        in_private = chat.type == ChatType.PRIVATE
+        locale = self._user_locale(user.language_code)
+        query = update.callback_query
+        pressed: int | None = None
+        if query is not None and isinstance(query.message, Message):
+            kind = (query.data or "").partition("|")[0]
+            if kind in FORM_KINDS:
+                pressed = query.message.message_id
+        for n, out in enumerate(replies or ()):
+            if n < job.sent:
+                pressed = None
+                continue
+            target = chat.id
+            if out.private and not in_private:
+                target = user.id
+                if job.dm_refused:
+                    job.sent += 1
+                    continue
+            edit = pressed if target == chat.id else None
+            try:
+                edited = await self._show(target, out, locale, user_id=user.id, edit=edit)
+            except Forbidden:
+                if target == chat.id:
+                    log.warning("Telegram refused a message to chat %s (bot blocked?)", chat.id)
+                else:
+                    job.dm_refused = True
+                edited = False
+            else:
+                job.moved_private = job.moved_private or target != chat.id
+            if edit is not None:
+                pressed = None
+                if not edited:
+                    await self._strip_keyboard(chat.id, edit)
+            job.sent += 1
+        if (job.moved_private or job.dm_refused) and not job.group_told:
+            key = "telegram.cannot_write_privately" if job.dm_refused else (
+                "telegram.answered_privately")
+            text = self.renderer.render(key, locale, "html", bot=self.bot_username)
+            await self.bot.send_message(chat.id, text, parse_mode=ParseMode.HTML,
+                                        link_preview_options=NO_PREVIEW)
+            job.group_told = True
+
+    async def _show(self, chat_id: int | str, out: Outgoing, locale: str, *,
+                    user_id: int | str | None, edit: int | None = None) -> bool:
+        """Show one reply; True when it replaced message `edit`. Form steps are remembered."""
+        msg_id, edited = await self._post(chat_id, out, locale, edit)
+        step = out.step
+        if step is not None and user_id is not None:
+            old = step.message_ref
+            if old and old != str(msg_id) and old.isdigit():
+                await self._strip_keyboard(chat_id, int(old))
+            if str(msg_id) != old:
+                try:
+                    await self.core.remember_form_message(PLATFORM, str(user_id), str(msg_id))
+                except STORE_ERRORS as exc:  # the next step is then sent, not edited in
+                    log.warning("form message not remembered: %s", type(exc).__name__)
+        return edited
+
+    async def _post(self, chat_id: int | str, out: Outgoing, locale: str,
+                    edit: int | None) -> tuple[int, bool]:
+        """Send (or edit into `edit`) one reply; the id of its last message, and whether edited."""
+        html_text = message_text(self.renderer, out, locale, "html")
+        markup = keyboard(out, self._control_labels(locale))
+        if out.file is not None:
+            document = InputFile(out.file.content, filename=out.file.name)
+            caption: str | None = html_text
+            if text_length(html_text) > CAPTION_LIMIT:
+                plain = message_text(self.renderer, out, locale, "plain")
+                for chunk in split_message(html_text, plain):
+                    await self.bot.send_message(
+                        chat_id, chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW)
+                caption = None
+            sent = await self.bot.send_document(
+                chat_id, document, caption=caption, parse_mode=ParseMode.HTML,
+                reply_markup=markup)
+            return sent.message_id, False
+        chunks = split_message(html_text, message_text(self.renderer, out, locale, "plain"))
+        last, edited = 0, False
+        for n, chunk in enumerate(chunks):
+            buttons = markup if n == len(chunks) - 1 else None
+            if n == 0 and edit is not None:
+                try:
+                    await self.bot.edit_message_text(
+                        chunk, chat_id=chat_id, message_id=edit, parse_mode=ParseMode.HTML,
+                        reply_markup=buttons, link_preview_options=NO_PREVIEW)
+                    last, edited = edit, True
+                    continue
+                except BadRequest as exc:
+                    if "not modified" in str(exc).lower():
+                        last, edited = edit, True
+                        continue
+                    log.debug("could not edit message %s (%s); sending a new one", edit, exc)
+            sent = await self.bot.send_message(
+                chat_id, chunk, parse_mode=ParseMode.HTML, reply_markup=buttons,
+                link_preview_options=NO_PREVIEW)
+            last = sent.message_id
+        return last, edited
+
+    async def _strip_keyboard(self, chat_id: int | str, message_id: int) -> None:
+        """Take the buttons off a message that no longer asks anything."""
+        try:
+            await self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id)
+        except BadRequest:
+            pass  # already without buttons, or too old to edit
+
+    def _control_labels(self, locale: str) -> dict[str, str]:
+        return {name: self.renderer.render(f"forms.{name}", locale, "plain")
+                for name in ("back", "skip", "cancel")}
+
+    # -- the commands menu ----------------------------------------------------------------
+    async def _set_default_menu(self) -> None:
+        """Strangers see the commands anyone may use."""
+        try:
+            self._default_menu = await self.core.commands_for(PLATFORM, "")
+            await self.bot.set_my_commands(
+                [BotCommand(name, text[:256]) for name, text in self._default_menu],
+                scope=BotCommandScopeDefault())
+        except (*STORE_ERRORS, TelegramError) as exc:
+            log.warning("default commands menu not set: %s", type(exc).__name__)
+
+    async def _refresh_menu(self, user_id: int) -> None:
+        """Show a person, in their private chat, the commands of their role."""
+        try:
+            commands = await self.core.commands_for(PLATFORM, str(user_id))
+            known = self._menus.get(user_id, self._default_menu)
+            if commands == known:
+                self._menus[user_id] = commands
+                return
+            await self.bot.set_my_commands(
+                [BotCommand(name, text[:256]) for name, text in commands],
+                scope=BotCommandScopeChat(user_id))
+            self._menus[user_id] = commands
+        except (*STORE_ERRORS, TelegramError) as exc:
+            log.warning("commands menu of a chat not set: %s", type(exc).__name__)
+
+    # -- logs -----------------------------------------------------------------------------
+    def _guard_logs(self) -> None:
+        """Mask the token on every logger that may print the Bot API URL."""
+        names = [n for n in logging.root.manager.loggerDict
+                 if n.split(".")[0] in ("telegram", "httpx", "httpcore")]
+        for name in sorted({*names, "httpx", "telegram", "telegram.Bot", "telegram.ext.ExtBot",
+                            __name__}):
+            logger = logging.getLogger(name)
+            logger.addFilter(self._redactor)
+            self._guarded.append(logger)
+
+    def _unguard_logs(self) -> None:
+        for logger in self._guarded:
+            logger.removeFilter(self._redactor)
+        self._guarded.clear()
+
+
+def build_application(settings: Settings, limiter: BaseRateLimiter | None = None) -> Application:  # type: ignore[type-arg]
+    """A PTB Application for the Bot API at TELEGRAM_API_URL: no Updater, no JobQueue."""
+    return (ApplicationBuilder()
+            .token(str(settings.telegram_token))
+            .base_url(settings.telegram_api_url)
+            .base_file_url(file_url(settings.telegram_api_url))
+            .updater(None)
+            .job_queue(None)
+            .rate_limiter(limiter or rate_limiter())
+            .build())
+
+
+def webhook_url(url: str) -> str:
+    """The full webhook address: a bare site (`https://bot.example.org`) gets the adapter's path."""
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=WEBHOOK_PATH)
+    return urlunsplit(parts)
+
+
+async def set_webhook(app: BotApp, url: str) -> str:
+    """`fpbot telegram set-webhook URL`: point Telegram at this bot's `fpbot serve`."""
+    settings = app.settings
+    secret = str(settings.telegram_webhook_secret)
+    if not settings.telegram_token:
+        raise ValueError("TELEGRAM_TOKEN is not set")
+    if not SECRET_SHAPE.match(secret):
+        raise ValueError("TELEGRAM_WEBHOOK_SECRET must be set: 1-256 characters of A-Z a-z 0-9 _ -")
+    full = webhook_url(url)
+    redactor = RedactSecrets(settings.secrets)
+    loggers = [logging.getLogger(n) for n in ("httpx", "telegram.Bot", "telegram.ext.ExtBot")]
+    for logger in loggers:
+        logger.addFilter(redactor)
+    try:
+        async with Bot(str(settings.telegram_token), base_url=settings.telegram_api_url,
+                       base_file_url=file_url(settings.telegram_api_url)) as bot:
+            await bot.set_webhook(full, secret_token=secret,
+                                  allowed_updates=list(ALLOWED_UPDATES))
+    except InvalidToken:
+        raise ValueError("Telegram rejected TELEGRAM_TOKEN") from None
+    except TelegramError as exc:
+        raise ValueError(f"Telegram refused the webhook: {redactor.redact(str(exc))}") from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(redactor)
+    return full
