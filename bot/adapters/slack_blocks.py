@@ -208,6 +208,8 @@ def modal(form: FormView, labels: Mapping[str, str]) -> dict[str, Any]:
     blocks: list[Block] = []
     indexed = []
     for field in form.fields:
+        if field.kind == "files":
+            continue  # files come as DM attachments; a modal cannot carry a platform file id
         element = {**_input_element(field), "action_id": VALUE_ACTION}
         if element["type"] == "static_select" and needs_index(field.choices):
             indexed.append(field.name)
