@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -71,22 +71,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _open(settings: Settings) -> BotApp:
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[BotApp]:
+    """The bot with its store checked and migrated, closed on the way out."""
     app = BotApp(settings)
-    await app.open()
-    return app
+    try:
+        await app.open()
+        yield app
+    finally:
+        await app.close()
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    await app.close()
+    async with opened(settings) as app:
+        pass
     print(f"database {safe_url(app.db.url)} is up to date")
     return 0
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         async with app.db.transaction() as session:
             added, report = await load_demo(session, app.clock.now())
         if not report.ok:
@@ -101,39 +105,31 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print("  fp.germany@demo.invalid   focal point of Germany (chair 2018)")
         print("Try: fpbot chat --as fp.chile@demo.invalid")
         return 0
-    finally:
-        await app.close()
 
 
 async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         async with app.db.transaction() as session:
             added = await (load_members(session, args.file) if args.file
                            else load_members(session))
         print(f"{added} members added")
         return 0
-    finally:
-        await app.close()
 
 
 async def cmd_chair(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
-        async with app.db.transaction() as session:
-            await set_chair(session, args.year, args.member)
+    async with opened(settings) as app:
+        try:
+            async with app.db.transaction() as session:
+                await set_chair(session, args.year, args.member)
+        except LookupError as exc:
+            print(f"fpbot: {exc.args[0]}", file=sys.stderr)
+            return 1
         print(f"chair {args.year}: {args.member}")
         return 0
-    except LookupError as exc:
-        print(f"fpbot: {exc.args[0]}", file=sys.stderr)
-        return 1
-    finally:
-        await app.close()
 
 
 async def cmd_roster(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         if args.action == "export":
             async with app.db.transaction() as session:
                 text = await export_roster(session)
@@ -159,13 +155,10 @@ async def cmd_roster(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.file}: {report.people_added} people added, {report.people_updated} "
               f"updated, {report.roles_added} roles added")
         return 0
-    finally:
-        await app.close()
 
 
 async def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         async with app.db.transaction() as session:
             person = await session.scalar(
                 select(Person).where(Person.email == args.email.strip().lower()))
@@ -179,8 +172,6 @@ async def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{code}  (for {person.name}; send /start {code} to the bot; "
               f"valid until {invitation.expires_at:%Y-%m-%d %H:%M} UTC, once)")
         return 0
-    finally:
-        await app.close()
 
 
 async def _console(app: BotApp, email: str | None) -> int:
@@ -204,16 +195,12 @@ async def _console(app: BotApp, email: str | None) -> int:
 
 
 async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         return await _console(app, args.email)
-    finally:
-        await app.close()
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         if not settings.platforms:
             print("No TELEGRAM_TOKEN or SLACK_BOT_TOKEN is set: opening the console chat.",
                   file=sys.stderr)
@@ -221,13 +208,10 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return await _console(app, args.email)
         await run_until_signalled(app, configured(app))
         return 0
-    finally:
-        await app.close()
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    app = await _open(settings)
-    try:
+    async with opened(settings) as app:
         adapters = configured(app)
         if not adapters:
             print("fpbot: no TELEGRAM_TOKEN or SLACK_BOT_TOKEN is set: nothing to serve",
@@ -235,8 +219,6 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         await serve(app, adapters, args.host or settings.host, args.port or settings.port)
         return 0
-    finally:
-        await app.close()
 
 
 async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
