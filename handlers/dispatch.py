@@ -125,7 +125,19 @@ class Core:
                 raise UserError("forms.none_open")
             return await forms.submit_all(ctx, form, inc.values)
         conv = await forms.current(ctx)
+        replies = await self._route(ctx, conv)
+        if conv is not None and conv.message_ref:
+            after = await forms.current(ctx)
+            if after is None or after.id != conv.id:  # the form was submitted, cancelled or replaced
+                replies = [replace(r, closes_form=True, form_message=conv.message_ref)
+                           for r in replies]
+        return replies
+
+    async def _route(self, ctx: Context, conv: Conversation | None) -> list[Outgoing]:
+        inc = ctx.incoming
         if inc.action == "cancel":
+            if conv is not None and inc.form_version not in (None, conv.version):
+                return [Outgoing("forms.stale", private=True)]
             return await forms.cancel_command(inc, ctx)
         if conv is not None and inc.command in ("back", "skip"):
             inc = replace(inc, action=inc.command, text="")
@@ -230,6 +242,13 @@ class Core:
         async with self.db.transaction() as session:
             ctx = await self._context(session, inc)
             return self._finish(ctx, [await dashboard(ctx)])[0]
+
+    async def account_of_chat(self, platform: str, chat_id: str) -> str | None:
+        """The account (platform user id) whose private chat is `chat_id`, if known."""
+        async with self.db.transaction() as session:
+            return await session.scalar(
+                select(Identity.user_id).where(Identity.platform == platform,
+                                               Identity.chat_id == chat_id).limit(1))
 
     async def commands_for(self, platform: str, user_id: str) -> list[tuple[str, str]]:
         """`(command, one-line description)` for each command the account may use."""

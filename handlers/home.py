@@ -8,7 +8,7 @@ from handlers.context import Context
 from handlers.network import troika
 from handlers.routing import available
 from handlers.types import Outgoing
-from storage.models import MembershipRequest
+from storage.models import MembershipRequest, NationalUpdate, UpdateStatus
 
 
 async def dashboard(ctx: Context) -> Outgoing:
@@ -19,12 +19,20 @@ async def dashboard(ctx: Context) -> Outgoing:
         return Outgoing("home.stranger", {"commands": commands})
     own = {m.id for m in ctx.own_members()}
     seats = [s for s in await troika(ctx.session, ctx.now.year) if s.member.id in own]
-    pending = 0
+    pending = to_review = 0
     if ctx.is_secretariat:
         pending = await ctx.session.scalar(
             select(func.count()).select_from(MembershipRequest)
             .where(MembershipRequest.status == "pending")
         ) or 0
+        to_review = await ctx.session.scalar(
+            select(func.count()).select_from(NationalUpdate)
+            .where(NationalUpdate.status == UpdateStatus.SUBMITTED)
+        ) or 0
+    recent = list(await ctx.session.scalars(
+        select(NationalUpdate).where(NationalUpdate.author_id == ctx.person.id)
+        .order_by(NationalUpdate.submitted_at.desc(), NationalUpdate.id.desc()).limit(5)
+    ))
     return Outgoing(
         "home.dashboard",
         {
@@ -32,6 +40,9 @@ async def dashboard(ctx: Context) -> Outgoing:
             "members": [m.name for m in ctx.own_members()],
             "secretariat": ctx.is_secretariat,
             "pending_requests": pending,
+            "to_review": to_review,
+            "updates": [{"id": u.id, "title": u.title, "member": u.member.name,
+                         "status": ctx.label(f"updates.status_{u.status}")} for u in recent],
             "troika": [{"member": s.member.name, "position": s.position, "year": s.year}
                        for s in seats],
             "year": ctx.now.year,

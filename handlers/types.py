@@ -142,6 +142,9 @@ class Outgoing:
     private: bool = False
     errors: dict[str, str] = field(default_factory=dict)
     closes_form: bool = False
+    # The platform message that showed the last step of the form this reply closes, so the
+    # adapter can take its buttons away.
+    form_message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form, for the inbox and the outbox."""

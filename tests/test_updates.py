@@ -252,3 +252,16 @@ async def test_search_with_stop_words_or_odd_characters_does_not_break(chat: Tra
     assert chat.keys == ["search.bad_since"]
     await chat.say("/search", as_=FP_GERMANY)
     assert chat.keys == ["search.need_words"]
+
+
+async def test_the_dashboard_shows_submissions_and_the_review_queue(chat: Transcript,
+                                                                     core: Core) -> None:
+    update_id = await file_update(chat)
+    await core.console_identity(COORDINATOR)
+    mine = await core.home("console", FP_CHILE)
+    assert mine.context["updates"] == [{"id": update_id, "title": CHILE_NAP[0], "member": "Chile",
+                                        "status": "waiting for review"}]
+    theirs = await core.home("console", COORDINATOR)
+    assert theirs.context["to_review"] == 1
+    text = chat.renderer.render(theirs.key, "en", "plain", **theirs.context)
+    assert "1 update to review (/review)" in text

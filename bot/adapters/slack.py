@@ -298,6 +298,9 @@ class SlackAdapter:
         """Deliver one outbox message to a Slack user's DM (or a channel); raise if it fails."""
         out = replace(message, context={"tz": tz, **message.context})
         await self._post(chat_id, out, locale)
+        account_id = await self.core.account_of_chat(PLATFORM, chat_id)
+        if account_id is not None:  # something of theirs changed: refresh their App Home
+            await self._publish_home(account_id)
 
     async def start(self, *, webhook: bool) -> None:
         if webhook:

@@ -755,6 +755,9 @@ class TelegramAdapter:
                     user_id: int | str | None, edit: int | None = None) -> bool:
         """Show one reply; True when it replaced message `edit`. Form steps are remembered."""
         msg_id, edited = await self._post(chat_id, out, locale, edit)
+        closed = out.form_message
+        if closed.isdigit() and closed != str(msg_id):  # the form's last question: no buttons
+            await self._strip_keyboard(chat_id, int(closed))
         step = out.step
         if step is not None and user_id is not None:
             old = step.message_ref
