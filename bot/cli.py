@@ -187,8 +187,7 @@ async def _console(app: BotApp, email: str | None) -> int:
     await app.core.resume_outbox("console", user)
     app.outbox.senders["console"] = console
     if sys.stdin.isatty():
-        who = f"as {name} <{user}>" if email else "as someone the bot does not know yet"
-        print(f"Focal Points Bot console, {who}. Try /help; Ctrl-D leaves.\n")
+        print(console.banner() + "\n")
     await app.outbox.deliver_due()
     await console.run(outbox_sweep=app.outbox.deliver_due)
     return 0

@@ -115,6 +115,8 @@ class Outbox:
         token, items = await self._claim(limit)
         sent = 0
         for item in items:
+            if not await self._extend(item.id, token):
+                continue  # our claim lapsed (a slow batch) and another instance has it
             try:
                 sender, chat_id, locale, tz = await self._address(item)
                 await sender.send(chat_id, Outgoing.from_dict(item.message), locale=locale, tz=tz)
@@ -134,12 +136,25 @@ class Outbox:
                 continue
             async with self.db.transaction() as session:
                 await session.execute(
-                    update(OutboxItem).where(OutboxItem.id == item.id)
+                    update(OutboxItem).where(OutboxItem.id == item.id,
+                                             OutboxItem.claimed_by == token)
                     .values(sent_at=self.clock.now(), sent_via=sender.platform,
                             claimed_until=None)
                 )
             sent += 1
         return sent
+
+    async def _extend(self, item_id: int, token: str) -> bool:
+        """Renew our claim on one item just before sending it; False if it is not ours now."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item_id, OutboxItem.claimed_by == token,
+                       OutboxItem.sent_at.is_(None))
+                .values(claimed_until=now + CLAIM_FOR)
+            )
+        return bool(getattr(result, "rowcount", 0))
 
     def poke(self) -> None:
         """Ask the running loop to sweep now (something was just queued)."""

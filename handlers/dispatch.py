@@ -24,7 +24,7 @@ from handlers.context import Context, CoreConfig
 from handlers.forms import Form
 from handlers.home import dashboard
 from handlers.routing import Command, Handler, available, refusal, suggestion
-from handlers.types import MAX_TEXT, Incoming, Outgoing, UserError
+from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, UserError
 from messages import Renderer
 from storage.db import Database
 from storage.models import Conversation, Identity, InboxItem, Person
@@ -82,7 +82,7 @@ class Core:
         except STORE_ERRORS as exc:
             log.warning("store unavailable while handling a %s message: %s", inc.platform,
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return [Outgoing("errors.store_unavailable")]
+            return [Outgoing(STORE_OUTAGE)]
         except Exception:
             log.exception("unexpected error while handling a %s message", inc.platform)
             replies = [Outgoing("errors.internal")]
@@ -96,7 +96,7 @@ class Core:
                     if await self._claim(session, inbox_id):
                         await self._store_replies(session, inbox_id, replies)
             except STORE_ERRORS:
-                return [Outgoing("errors.store_unavailable")]
+                return [Outgoing(STORE_OUTAGE)]
         return replies
 
     async def _context(self, session: AsyncSession, inc: Incoming) -> Context:

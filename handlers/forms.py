@@ -8,6 +8,7 @@ Cancel button) drops the form; Back returns to the previous step.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -166,7 +167,7 @@ async def _conversation(ctx: Context) -> Conversation | None:
     return await ctx.session.scalar(
         select(Conversation).where(
             Conversation.platform == inc.platform, Conversation.user_id == inc.user_id
-        )
+        ).with_for_update()  # two instances never move the same form at once
     )
 
 
@@ -235,7 +236,8 @@ async def start(
     answers = {**(answers or {}), SKIP: list(given)}
     inc = ctx.incoming
     conv = await _conversation(ctx)
-    version = (conv.version + 1) if conv else 1
+    # A fresh, unguessable-enough start: a button of a form gone can never fit a new one.
+    version = secrets.randbelow(900_000) + 100_000
     if conv is not None:
         await ctx.session.delete(conv)
         await ctx.session.flush()
@@ -302,7 +304,7 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
         if field.kind == "files" and not keep and (raw or "").strip():
             raise UserError("forms.files_expected")
         if keep and current not in (None, "") and field.kind != "files":
-            answer = current  # an edit keeps what was there
+            answer = await check(ctx, field, str(current), conv.answers)  # kept, checked again
         else:
             answer = await check(ctx, field, "" if keep else raw, conv.answers)
     except UserError as err:
@@ -315,7 +317,16 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     answers = {k: v for k, v in conv.answers.items() if k != SKIP}
     await ctx.session.delete(conv)
     await ctx.session.flush()
-    return await form.submit(ctx, answers)
+    return await _submit(ctx, form, answers)
+
+
+async def _submit(ctx: Context, form: Form, answers: dict[str, Any]) -> list[Outgoing]:
+    """Run the form's submit; if it refuses, its writes are undone and the form stays closed."""
+    try:
+        async with ctx.session.begin_nested():
+            return await form.submit(ctx, answers)
+    except UserError as err:
+        return [Outgoing(err.key, dict(err.context), closes_form=True)]
 
 
 async def _advance(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
@@ -329,9 +340,9 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
     """Validate a whole form at once (a modal); errors come back on their fields."""
     conv = await _conversation(ctx)
     version = ctx.incoming.form_version
-    if conv is not None and version is not None and version != conv.version:
+    if conv is None or conv.form != form.name or version not in (None, conv.version):
         return [Outgoing("forms.stale_modal", private=True)]
-    answers: dict[str, Any] = dict(conv.answers) if conv and conv.form == form.name else {}
+    answers: dict[str, Any] = dict(conv.answers)
     errors: dict[str, str] = {}
     for name in _asked(form, answers):
         field = form.field(name)
@@ -342,7 +353,7 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
     if errors:
         return [Outgoing("forms.invalid", {"count": len(errors)}, errors=errors, private=True)]
     await cancel(ctx)
-    return await form.submit(ctx, {k: v for k, v in answers.items() if k != SKIP})
+    return await _submit(ctx, form, {k: v for k, v in answers.items() if k != SKIP})
 
 
 async def remember_message(ctx: Context, message_ref: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from handlers import forms
 from handlers.context import Context
@@ -65,8 +65,12 @@ async def redeem(ctx: Context, code: str) -> list[Outgoing]:
         if ctx.person.id == person.id:
             raise UserError("onboarding.already_linked", name=person.name)
         raise UserError("onboarding.account_taken", name=ctx.person.name)
-    invitation.used_at = ctx.now
-    invitation.used_by = f"{ctx.incoming.platform}:{ctx.incoming.user_id}"
+    used = await ctx.session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
+        .values(used_at=ctx.now, used_by=f"{ctx.incoming.platform}:{ctx.incoming.user_id}")
+    )
+    if not getattr(used, "rowcount", 0):  # redeemed at this very moment by someone else
+        raise UserError("onboarding.code_used")
     await bind_identity(ctx, person)
     ctx.person = person
     await ctx.audit(
@@ -154,12 +158,13 @@ async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoin
     ctx.session.add(request)
     await ctx.session.flush()
     await ctx.audit("membership.requested", f"request:{request.id}", member=member.code)
+    known = await ctx.session.scalar(select(Person).where(Person.email == request.email))
     told = await ctx.notify_secretariat(
         Outgoing(
             "onboarding.request_for_secretariat",
             {"id": request.id, "name": request.name, "title": request.title,
              "ministry": request.ministry, "email": request.email, "member": member.name,
-             "platform": inc.platform},
+             "platform": inc.platform, "known_as": known.name if known else ""},
             choices=(
                 Choice(f"/requests approve {request.id}", ctx.label("onboarding.approve_button")),
                 Choice(f"/requests reject {request.id}", ctx.label("onboarding.reject_button")),
@@ -248,6 +253,10 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
             platform=request.platform, chat_id=request.chat_id,
         )
         return [Outgoing("onboarding.rejected_done", {"id": request.id, "name": request.name})]
+    known = await ctx.session.scalar(select(Person).where(Person.email == request.email))
+    if known is not None:  # never hand an existing person's account to whoever typed the e-mail
+        raise UserError("onboarding.email_belongs_to", id=request.id, email=request.email,
+                        name=known.name)
     request.status = "approved"
     person = await _approve(ctx, request)
     await ctx.audit("membership.approved", f"request:{request.id}", person=person.id)
@@ -261,20 +270,13 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
 
 
 async def _approve(ctx: Context, request: MembershipRequest) -> Person:
-    """Create (or find) the person, grant the focal point role and bind the requesting account."""
-    person = await ctx.session.scalar(select(Person).where(Person.email == request.email))
-    if person is None:
-        person = Person(name=request.name, email=request.email, title=request.title,
-                        ministry=request.ministry, created_at=ctx.now)
-        ctx.session.add(person)
-        await ctx.session.flush()
-    has_role = await ctx.session.scalar(
-        select(Role).where(Role.person_id == person.id, Role.member_id == request.member_id,
-                           Role.role == RoleName.FOCAL_POINT)
-    )
-    if has_role is None:
-        ctx.session.add(Role(person_id=person.id, member_id=request.member_id,
-                             role=RoleName.FOCAL_POINT))
+    """Create the person, grant the focal point role and bind the requesting account."""
+    person = Person(name=request.name, email=request.email, title=request.title,
+                    ministry=request.ministry, created_at=ctx.now)
+    ctx.session.add(person)
+    await ctx.session.flush()
+    ctx.session.add(Role(person_id=person.id, member_id=request.member_id,
+                         role=RoleName.FOCAL_POINT))
     owner = await ctx.session.scalar(
         select(Identity).where(Identity.platform == request.platform,
                                Identity.user_id == request.user_id)

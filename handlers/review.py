@@ -42,12 +42,13 @@ async def _next_in_queue(ctx: Context) -> tuple[NationalUpdate | None, int]:
 
 def _buttons(ctx: Context, row: NationalUpdate) -> tuple[Choice, ...]:
     section = DEFAULT_SECTION.get(UpdateCategory(row.category), "member_action")
+    ref = f"{row.id}v{row.version}"
     return (
-        Choice(f"/review approve {row.id} {section}",
+        Choice(f"/review approve {ref} {section}",
                ctx.label("review.approve_button", section=ctx.label(f"review.section_{section}"))),
-        Choice(f"/review sections {row.id}", ctx.label("review.sections_button")),
-        Choice(f"/review changes {row.id}", ctx.label("review.changes_button")),
-        Choice(f"/review reject {row.id}", ctx.label("review.reject_button")),
+        Choice(f"/review sections {ref}", ctx.label("review.sections_button")),
+        Choice(f"/review changes {ref}", ctx.label("review.changes_button")),
+        Choice(f"/review reject {ref}", ctx.label("review.reject_button")),
     )
 
 
@@ -62,16 +63,21 @@ async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
         return [Outgoing("review.item", {**summary(row, ctx), "waiting": waiting},
                          choices=_buttons(ctx, row), private=True)]
     number, _, text = rest.strip().partition(" ")
-    if verb not in VERBS or not number.lstrip("#").isdigit():
+    number, _, seen = number.lstrip("#").partition("v")  # "12v2": update 12 as seen at version 2
+    if verb not in VERBS or not number.isdigit() or (seen and not seen.isdigit()):
         raise UserError("review.usage")
-    update_id = int(number.lstrip("#"))
+    update_id = int(number)
     row = await ctx.session.get(NationalUpdate, update_id)
     if row is None:
         raise UserError("updates.unknown", id=update_id)
+    if seen and int(seen) != row.version and row.status == UpdateStatus.SUBMITTED:
+        return [Outgoing("review.revised_meanwhile", {"id": row.id}),
+                Outgoing("review.item", {**summary(row, ctx), "waiting": 0},
+                         choices=_buttons(ctx, row), private=True)]
     text = text.strip()
     if verb == "sections":
         return [Outgoing("review.pick_section", {"id": row.id, "title": row.title},
-                         choices=tuple(Choice(f"/review approve {row.id} {s}",
+                         choices=tuple(Choice(f"/review approve {row.id}v{row.version} {s}",
                                               ctx.label(f"review.section_{s}"))
                                        for s in SECTIONS))]
     if verb == "approve":
@@ -81,7 +87,8 @@ async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
                             sections=", ".join(SECTIONS))
         return await _decide(ctx, row, UpdateStatus.APPROVED, section=section)
     if not text:  # a comment or reason is needed: ask for it as a one-step form
-        return [await forms.start(ctx, NOTE_FORM, {"update_id": row.id, "verb": verb})]
+        return [await forms.start(ctx, NOTE_FORM, {"update_id": row.id, "verb": verb,
+                                                   "version": row.version})]
     status = UpdateStatus.CHANGES_REQUESTED if verb == "changes" else UpdateStatus.REJECTED
     return await _decide(ctx, row, status, note=text)
 
@@ -118,9 +125,14 @@ async def _decide(ctx: Context, row: NationalUpdate, status: UpdateStatus, *,
 
 
 async def _submit_note(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
+    if not ctx.is_secretariat:
+        raise UserError("errors.secretariat_only", command="review")
     row = await ctx.session.get(NationalUpdate, int(answers["update_id"]))
     if row is None:
         raise UserError("updates.unknown", id=answers["update_id"])
+    revised = row.version != answers.get("version", row.version)
+    if revised and row.status == UpdateStatus.SUBMITTED:
+        raise UserError("review.revised_meanwhile", id=row.id)
     status = (UpdateStatus.CHANGES_REQUESTED if answers["verb"] == "changes"
               else UpdateStatus.REJECTED)
     return await _decide(ctx, row, status, note=answers["note"])

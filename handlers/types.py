@@ -6,6 +6,7 @@ An adapter turns a platform's update into one `Incoming`, hands it to the core, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -202,6 +203,14 @@ def _field_view(data: dict[str, Any]) -> FieldView:
     data = dict(data)
     data["choices"] = tuple(Choice(**c) for c in data.get("choices", ()))
     return FieldView(**data)
+
+
+STORE_OUTAGE = "errors.store_unavailable"
+
+
+def is_store_outage(replies: Sequence[Outgoing]) -> bool:
+    """True when the core did nothing because the store failed: keep the request, retry later."""
+    return [r.key for r in replies] == [STORE_OUTAGE]
 
 
 class UserError(Exception):

@@ -27,7 +27,7 @@ MAX_BODY = 3500
 MAX_LINKS = 5
 EDITABLE = frozenset({UpdateStatus.SUBMITTED, UpdateStatus.CHANGES_REQUESTED,
                       UpdateStatus.APPROVED})
-URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+URL = re.compile(r"^https?://[^\s/$.?#|<>][^\s|<>]*$", re.IGNORECASE)
 
 
 async def _member_choices(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
@@ -216,7 +216,8 @@ async def _save_edit(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     links = [u for u in (answers.get("links") or "").split() if u]
     result = await ctx.session.execute(
         update(NationalUpdate)
-        .where(NationalUpdate.id == row.id, NationalUpdate.version == answers["version"])
+        .where(NationalUpdate.id == row.id, NationalUpdate.version == answers["version"],
+               NationalUpdate.status.in_(list(EDITABLE)))
         .values(category=answers["category"], title=answers["title"], body=answers["text"],
                 links=links, visibility=answers["visibility"], status=UpdateStatus.SUBMITTED,
                 version=NationalUpdate.version + 1, submitted_at=ctx.now, section="",
@@ -244,7 +245,8 @@ async def withdraw(msg: Incoming, ctx: Context) -> list[Outgoing]:
     result = await ctx.session.execute(
         update(NationalUpdate)
         .where(NationalUpdate.id == row.id, NationalUpdate.status.in_(list(EDITABLE)))
-        .values(status=UpdateStatus.WITHDRAWN, decided_at=ctx.now)
+        .values(status=UpdateStatus.WITHDRAWN, decided_at=ctx.now,
+                version=NationalUpdate.version + 1)
     )
     if not getattr(result, "rowcount", 0):
         raise UserError("updates.changed_meanwhile", id=row.id)

@@ -61,7 +61,7 @@ _MARKUP: dict[str, dict[str, Callable[..., str]]] = {
         "b": lambda t: f"*{t}*",
         "i": lambda t: f"_{t}_",
         "code": lambda t: f"`{t}`",
-        "link": lambda url, t: f"<{url}|{t}>",
+        "link": lambda url, t: f"<{url.replace('|', '%7C')}|{t.replace('|', '¦')}>",
     },
     "plain": {
         "b": lambda t: t,

@@ -131,3 +131,18 @@ async def test_the_freshest_platform_account_is_preferred(
     outbox = Outbox(demo_db, clock, {"console": console, "telegram": telegram})
     assert await outbox.deliver_due() == 1
     assert telegram.sent == [("4242", "onboarding.request_for_secretariat")] and not console.sent
+
+
+async def test_a_lapsed_claim_is_not_sent_by_its_old_owner(
+    chat: Transcript, demo_db: Database, clock: FrozenClock
+) -> None:
+    await _queue_request(chat)
+    slow, fast = Recorder(), Recorder()
+    first = Outbox(demo_db, clock, {"console": slow})
+    token, items = await first._claim(10)
+    assert len(items) == 1
+    clock.advance(minutes=3)  # the first instance stalled past its claim
+    second = Outbox(demo_db, clock, {"console": fast})
+    assert await second.deliver_due() == 1
+    assert not await first._extend(items[0].id, token)
+    assert fast.sent and not slow.sent

@@ -155,6 +155,7 @@ async def test_a_form_survives_a_restart(sample_chat: Transcript, demo_db: Datab
 
 async def test_a_whole_form_reports_errors_on_each_field(sample_chat: Transcript) -> None:
     chat = sample_chat
+    await chat.say("/sample", as_=FP_CHILE)
     await chat.say(as_=FP_CHILE, value="sample",
                    values={"kind": "bogus", "title": "", "link": "ftp://x", "when": "2018-02-30"})
     assert chat.keys == ["forms.invalid"]
@@ -162,6 +163,29 @@ async def test_a_whole_form_reports_errors_on_each_field(sample_chat: Transcript
     await chat.say(as_=FP_CHILE, value="sample",
                    values={"kind": "event", "title": "Berlin", "link": "", "when": "2018-04-09"})
     assert "'Berlin'" in submitted(chat)
+
+
+async def test_a_whole_form_that_is_not_open_is_refused(sample_chat: Transcript) -> None:
+    await sample_chat.say(as_=FP_CHILE, value="review_note", values={"note": "forged"})
+    assert sample_chat.keys == ["forms.stale_modal"]
+    await sample_chat.say("/sample", as_=FP_CHILE)
+    version = sample_chat.last().step.version if sample_chat.last().step else 0
+    await sample_chat.say(as_=FP_CHILE, value="sample", form_version=version + 1,
+                          values={"kind": "event", "title": "x", "link": "", "when": "2018-04-09"})
+    assert sample_chat.keys == ["forms.stale_modal"]
+
+
+async def test_an_old_button_never_fits_a_new_form(sample_chat: Transcript) -> None:
+    chat = sample_chat
+    await chat.say("/sample", as_=FP_CHILE)
+    old = chat.last().step
+    assert old is not None
+    await chat.say("/cancel", as_=FP_CHILE)
+    await chat.say("/sample", as_=FP_CHILE)
+    await chat.say(as_=FP_CHILE, action="answer", value="1", form_version=old.version)
+    assert chat.keys == ["forms.stale", "forms.question"]
+    await chat.say(as_=FP_CHILE, action="cancel", form_version=old.version)
+    assert chat.keys == ["forms.stale"]
 
 
 async def test_an_answer_with_no_open_form_is_explained(chat: Transcript) -> None:

@@ -232,7 +232,7 @@ async def test_a_whole_form_at_once_keeps_the_member(chat: Transcript, demo_db: 
     assert (await statuses(demo_db))["germany"].plan_number == 2
 
     await chat.say(as_=COORDINATOR, value="nap", values=answers)  # no form open any more
-    assert chat.keys == ["nap.form_lost"]
+    assert chat.keys == ["forms.stale_modal"]
     assert len(await history_rows(demo_db, "germany")) == 1
 
 

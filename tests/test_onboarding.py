@@ -170,3 +170,33 @@ async def test_a_known_person_saying_start_is_greeted(chat: Transcript) -> None:
 
 async def test_a_reply_for_a_stranger_is_kept_until_their_account_exists(core: Core) -> None:
     assert await core.console_identity("nobody@example.org") is None
+
+
+async def test_a_request_with_someone_elses_email_never_takes_their_account(
+    chat: Transcript, demo_db: Database
+) -> None:
+    await chat.say("/start", as_="666", platform="telegram")
+    for answer in ("Chile", "Mallory", "Adviser", "MFA", COORDINATOR):
+        await chat.say(answer, as_="666", platform="telegram")
+    request_id = chat.last().context["id"]
+    async with demo_db.transaction() as session:
+        notice = await session.scalar(select(OutboxItem))
+    assert notice is not None and notice.message["context"]["known_as"] == "Amina Diallo (demo)"
+    await chat.say(f"/requests approve {request_id}", as_=COORDINATOR)
+    assert chat.keys == ["onboarding.email_belongs_to"]
+    await chat.say("/whoami", as_="666", platform="telegram")
+    assert chat.keys == ["errors.not_registered"]
+
+
+async def test_one_code_redeemed_twice_at_once_binds_one_account(
+    core: Core, demo_db: Database, clock: FrozenClock
+) -> None:
+    import asyncio
+
+    from handlers.types import Incoming
+
+    code = await invite(demo_db, clock, FP_CHILE)
+    results = await asyncio.gather(*(
+        core.handle(Incoming(platform="telegram", user_id=u, chat_id=u, text=f"/start {code}"))
+        for u in ("801", "802")))
+    assert sorted(r[0].key for r in results) == ["onboarding.code_used", "onboarding.welcome"]

@@ -147,7 +147,8 @@ async def test_review_request_changes_revise_then_approve(chat: Transcript, demo
     update_id = await file_update(chat)
     await chat.say("/review", as_=COORDINATOR)
     assert chat.keys == ["review.item"] and chat.last().context["id"] == update_id
-    assert [c.value for c in chat.last().choices][0] == f"/review approve {update_id} nap_progress"
+    old_approve = [c.value for c in chat.last().choices][0]
+    assert old_approve == f"/review approve {update_id}v1 nap_progress"
     await chat.say(f"/review changes {update_id}", as_=COORDINATOR)
     assert chat.last().step is not None and chat.last().step.field.name == "note"
     await chat.say("Please name the year the second NAP was adopted.", as_=COORDINATOR)
@@ -160,6 +161,8 @@ async def test_review_request_changes_revise_then_approve(chat: Transcript, demo
     await chat.say(f"/edit {update_id}", as_=FP_CHILE)
     for answer in ("-", "-", CHILE_NAP[1] + " The plan was adopted in 2015.", "-", "-", "-"):
         await chat.say(answer, as_=FP_CHILE)
+    await chat.say(old_approve, as_=COORDINATOR)  # a button of the version reviewed before
+    assert chat.keys == ["review.revised_meanwhile", "review.item"]
     await chat.say("/review", as_=COORDINATOR)
     assert chat.last().context["version"] == 2
     await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
@@ -265,3 +268,51 @@ async def test_the_dashboard_shows_submissions_and_the_review_queue(chat: Transc
     assert theirs.context["to_review"] == 1
     text = chat.renderer.render(theirs.key, "en", "plain", **theirs.context)
     assert "1 update to review (/review)" in text
+
+
+async def test_a_link_cannot_disguise_itself_in_slack(chat: Transcript) -> None:
+    await chat.say("/update", as_=FP_CHILE)
+    for answer in ("event", "Title", "Text"):
+        await chat.say(answer, as_=FP_CHILE)
+    await chat.say("https://evil.example/x|https://un.org/report", as_=FP_CHILE)
+    assert "is not a web address" in chat.last().errors["links"]
+    mrkdwn = chat.renderer.render("updates.detail", "en", "mrkdwn", id=1, title="t", member="m",
+                                  category="c", visibility="v", status="s", section="",
+                                  body="b", links=["https://a.example/x|y"], files=[], note="",
+                                  history=[])
+    assert "<https://a.example/x%7Cy|https://a.example/x¦y>" in mrkdwn
+
+
+async def test_search_results_are_never_posted_in_a_group(chat: Transcript) -> None:
+    await chat.say("/search indicators", as_=FP_CHILE, private=False)
+    assert chat.last().private
+
+
+async def test_a_refused_submit_closes_the_form_and_undoes_its_writes(
+    chat: Transcript, demo_db: Database
+) -> None:
+    update_id = await file_update(chat)
+    await chat.say(f"/review changes {update_id}", as_=COORDINATOR)  # the note form opens
+    await chat.say(f"/withdraw {update_id}", as_=FP_CHILE)  # meanwhile the author withdraws
+    await chat.say("Please add the year", as_=COORDINATOR)
+    assert chat.keys == ["review.not_in_review"] and chat.last().closes_form
+    await chat.say("hello again", as_=COORDINATOR)  # the note form is gone, text is not eaten
+    assert chat.keys == ["errors.free_text"]
+    async with demo_db.transaction() as session:
+        row = await session.get(NationalUpdate, update_id)
+        assert row is not None and row.status == "withdrawn" and row.review_note == ""
+
+
+async def test_an_edit_cannot_revive_a_withdrawn_update(chat: Transcript, demo_db: Database) -> None:
+    update_id = await file_update(chat)
+    await chat.say(f"/edit {update_id}", as_=FP_CHILE)
+    async with demo_db.transaction() as session:  # withdrawn from another device meanwhile
+        row = await session.get(NationalUpdate, update_id)
+        assert row is not None
+        row.status, row.version = "withdrawn", row.version + 1
+    for answer in ("-", "New title", "-", "-", "-", "-"):
+        await chat.say(answer, as_=FP_CHILE)
+    assert chat.keys[-1] in ("updates.not_editable", "updates.changed_meanwhile")
+    async with demo_db.transaction() as session:
+        row = await session.get(NationalUpdate, update_id)
+        assert row is not None and row.status == "withdrawn" and row.title == CHILE_NAP[0]

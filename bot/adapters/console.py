@@ -69,7 +69,7 @@ class ConsoleAdapter:
         for out in replies:
             lines = []
             if notice:
-                lines.append("[notice]")
+                lines.append(self._say("console.notice"))
             lines.append(message_text(self.renderer, out, self.locale, "plain"))
             if out.choices:
                 lines += [f"  {n}) {c.label}" for n, c in enumerate(out.choices, 1)]
@@ -79,9 +79,10 @@ class ConsoleAdapter:
                     controls.insert(0, "/back")
                 if not out.step.field.required:
                     controls.insert(0, "/skip")
-                lines.append(f"  ({' · '.join(controls)})")
+                lines.append("  " + self._say("console.controls", controls=controls))
             if out.file is not None:
-                lines.append(f"  [file {out.file.name}, {len(out.file.content)} bytes]")
+                lines.append("  " + self._say("console.file", name=out.file.name,
+                                       size=len(out.file.content)))
             print("\n".join(lines), file=self.stdout)
             print(file=self.stdout)
             if not notice:
@@ -89,6 +90,14 @@ class ConsoleAdapter:
             if out.choices:
                 self.buttons = list(out.choices)
         self.stdout.flush()
+
+    def _say(self, key: str, **context: object) -> str:
+        return self.renderer.render(key, self.locale, "plain", **context)
+
+    def banner(self) -> str:
+        """The greeting of an interactive session."""
+        return self._say("console.banner", name=self.display_name,
+                         email=self.user if self.display_name else "")
 
     async def say(self, line: str) -> list[Outgoing]:
         """Handle one line as if typed; returns and prints the replies."""
@@ -102,7 +111,7 @@ class ConsoleAdapter:
         loop = asyncio.get_running_loop()
         while True:
             if interactive:
-                print("you> ", end="", file=self.stdout, flush=True)
+                print(self._say("console.prompt"), end=" ", file=self.stdout, flush=True)
             line = await loop.run_in_executor(None, self.stdin.readline)
             if not line:
                 break

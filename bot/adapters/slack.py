@@ -57,7 +57,7 @@ from starlette.routing import BaseRoute, Route
 from bot.adapters import AdapterSetupError
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
-from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
+from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing, is_store_outage
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -180,7 +180,12 @@ def to_incoming(body: Mapping[str, Any]) -> Incoming | None:
     if kind == "view_submission":
         return submission_to_incoming(body)
     if kind == "view_closed":
-        return _incoming(_team(body), str(body["user"]["id"]), action="cancel")
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            meta = {}
+        return _incoming(_team(body), str(body["user"]["id"]), action="cancel",
+                         form_version=meta.get("v"))
     return None
 
 
@@ -298,8 +303,12 @@ class SlackAdapter:
         """Deliver one outbox message to a Slack user's DM (or a channel); raise if it fails."""
         out = replace(message, context={"tz": tz, **message.context})
         await self._post(chat_id, out, locale)
-        account_id = await self.core.account_of_chat(PLATFORM, chat_id)
-        if account_id is not None:  # something of theirs changed: refresh their App Home
+        try:  # something of theirs changed: refresh their App Home (best effort)
+            account_id = await self.core.account_of_chat(PLATFORM, chat_id)
+        except Exception as exc:
+            log.warning("App Home not refreshed after a notice: %s", type(exc).__name__)
+            return
+        if account_id is not None:
             await self._publish_home(account_id)
 
     async def start(self, *, webhook: bool) -> None:
@@ -440,6 +449,8 @@ class SlackAdapter:
         except Exception:
             log.exception("Slack replies to inbox item %s not sent; they are sent on restart",
                           inbox_id)
+            return
+        if is_store_outage(replies):  # nothing was done: keep it for the next drain
             return
         await self.core.mark_replied(inbox_id)
         await self._publish_home(inc.user_id)

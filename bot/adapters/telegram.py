@@ -75,7 +75,14 @@ from bot.adapters import AdapterSetupError
 from bot.adapters.rendering import message_text
 from bot.logs import RedactSecrets
 from handlers.dispatch import STORE_ERRORS
-from handlers.types import Attachment, Choice, FormStep, Incoming, Outgoing
+from handlers.types import (
+    Attachment,
+    Choice,
+    FormStep,
+    Incoming,
+    Outgoing,
+    is_store_outage,
+)
 from messages import escape_html
 
 if TYPE_CHECKING:
@@ -674,7 +681,7 @@ class TelegramAdapter:
                              {"name": too_big[0].name, "size": round(too_big[0].size / MB, 1),
                               "limit": DOWNLOAD_LIMIT // MB})]
         replies = await self.core.handle(inc, job.inbox_id)
-        if [r.key for r in replies] == ["errors.store_unavailable"]:
+        if is_store_outage(replies):
             if not job.apologised:
                 job.apologised = True
                 with contextlib.suppress(TelegramError):
