@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
     """Adapters started and registered with the outbox, the outbox swept, the scheduler on."""
     started: list[PlatformAdapter] = []
     sweeper: asyncio.Task[None] | None = None
+    redrains: list[asyncio.Task[None]] = []
     try:
         for adapter in adapters:
             app.outbox.senders[adapter.platform] = adapter
@@ -36,15 +37,33 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
         if scheduler:
             app.start_scheduler()
         sweeper = asyncio.create_task(app.outbox.run(), name="outbox")
+        for adapter in started:
+            drain = getattr(adapter, "drain", None)
+            if drain is not None:
+                redrains.append(asyncio.create_task(_redrain(adapter.platform, drain),
+                                                    name=f"{adapter.platform}-redrain"))
         yield
     finally:
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in [t for t in (sweeper, *redrains) if t is not None]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+                await task
         for adapter in reversed(started):
             await adapter.stop()
             app.outbox.senders.pop(adapter.platform, None)
+
+
+REDRAIN_EVERY = 60.0  # seconds between retries of requests the store could not take
+
+
+async def _redrain(platform: str, drain: Callable[[], Awaitable[int]]) -> None:
+    """Retry, now and then, inbox items left unanswered (a store outage, a failed send)."""
+    while True:
+        await asyncio.sleep(REDRAIN_EVERY)
+        try:
+            await drain()
+        except Exception:
+            log.exception("%s: retrying unanswered requests failed", platform)
 
 
 async def run_until_signalled(app: BotApp, adapters: Sequence[PlatformAdapter]) -> None:

@@ -645,3 +645,37 @@ async def test_socket_mode_with_a_wrong_app_token_fails_loudly(
             await SlackAdapter(app).start(webhook=False)
     finally:
         await app.close()
+
+
+async def test_a_request_the_store_could_not_take_is_kept_and_answered_later(
+        tmp_path: Any, clock: FrozenClock, fake: FakeSlackAPI) -> None:
+    """A store outage while acting: the person is told, the request is kept, a drain answers."""
+    import sqlite3
+
+    from storage.migrate import upgrade
+
+    path = tmp_path / "outage.db"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=100)
+    await upgrade(db)
+    app = BotApp(settings_for(db, fake), clock=clock)
+    await app.db.dispose()
+    app.db = app.core.db = app.outbox.db = db  # the same store, with a short busy timeout
+    adapter = SlackAdapter(app)
+    inc = Incoming("slack", f"{TEAM_ID}/U1", "U1", text="/help")
+    inbox_id = await app.core.receive("slack", "rq:during-outage", {"incoming": inc.to_dict()})
+    assert inbox_id is not None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the store
+    try:
+        await adapter._act(inc, inbox_id)  # what a request goes through after its ack
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert "database" in text_of(fake.calls_to("chat.postMessage")[-1])  # told to wait
+    assert len(await app.core.unanswered("slack")) == 1
+    try:
+        assert await adapter.drain() == 1
+        assert await app.core.unanswered("slack") == []
+        assert "help" in text_of(fake.calls_to("chat.postMessage")[-1]).lower()
+    finally:
+        await app.close()

@@ -475,8 +475,8 @@ class SlackAdapter:
                 inc = Incoming.from_dict(item.payload["incoming"])
                 if item.handled_at is None:
                     replies = await self.core.handle(inc, item.id)
-                    if not replies:
-                        continue
+                    if not replies or is_store_outage(replies):
+                        continue  # in hand elsewhere, or the store is still out: next time
                 elif item.handled_at > recent:
                     continue
                 else:
