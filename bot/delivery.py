@@ -9,11 +9,12 @@ item whose person has no reachable account waits until they link one. Nothing is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
@@ -60,6 +61,7 @@ class Outbox:
         self.senders = dict(senders)
         self.instance = uuid.uuid4().hex[:12]
         self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
 
     async def _claim(self, limit: int) -> tuple[str, list[OutboxItem]]:
         token = f"{self.instance}:{uuid.uuid4().hex[:12]}"
@@ -114,12 +116,17 @@ class Outbox:
         """Send what is due now; returns how many went."""
         token, items = await self._claim(limit)
         sent = 0
-        for item in items:
+        for n, item in enumerate(items):
+            if self.stopping.is_set():  # shutting down: hand the rest back at once
+                await self._release([i.id for i in items[n:]], token)
+                break
             if not await self._extend(item.id, token):
                 continue  # our claim lapsed (a slow batch) and another instance has it
             try:
                 sender, chat_id, locale, tz = await self._address(item)
-                await sender.send(chat_id, Outgoing.from_dict(item.message), locale=locale, tz=tz)
+                await self._send_holding_claim(
+                    item.id, token,
+                    sender.send(chat_id, Outgoing.from_dict(item.message), locale=locale, tz=tz))
             except Exception as exc:  # any failure: keep the item, retry later
                 attempts = item.attempts + 1
                 reason = type(exc).__name__ + (f": {exc}" if isinstance(exc, Undeliverable) else "")
@@ -144,6 +151,32 @@ class Outbox:
             sent += 1
         return sent
 
+    async def _send_holding_claim(self, item_id: int, token: str,
+                                  sending: Coroutine[Any, Any, None]) -> None:
+        """Await a send, renewing the claim meanwhile: a send waiting out rate limits can
+        outlast the claim, and another instance must not take the item in the meantime."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(CLAIM_FOR.total_seconds() / 3)
+                await self._extend(item_id, token)
+
+        keeper = asyncio.create_task(renew())
+        try:
+            await sending
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _release(self, ids: list[int], token: str) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(OutboxItem).where(OutboxItem.id.in_(ids), OutboxItem.claimed_by == token,
+                                         OutboxItem.sent_at.is_(None))
+                .values(claimed_by=None, claimed_until=None)
+            )
+
     async def _extend(self, item_id: int, token: str) -> bool:
         """Renew our claim on one item just before sending it; False if it is not ours now."""
         now = self.clock.now()
@@ -161,10 +194,10 @@ class Outbox:
         self.wake.set()
 
     async def run(self, every: float = 5.0) -> None:
-        """Sweep forever: at once when poked, otherwise every `every` seconds."""
-        while True:
+        """Sweep until stopped: at once when poked, otherwise every `every` seconds."""
+        while not self.stopping.is_set():
             try:
-                while await self.deliver_due():
+                while await self.deliver_due() and not self.stopping.is_set():
                     pass
             except Exception:
                 log.exception("outbox sweep failed; retrying")
@@ -173,3 +206,8 @@ class Outbox:
             except TimeoutError:
                 pass
             self.wake.clear()
+
+    def stop(self) -> None:
+        """Finish the item being sent, hand back the rest, and leave `run`."""
+        self.stopping.set()
+        self.wake.set()

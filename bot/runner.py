@@ -27,6 +27,7 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
     started: list[PlatformAdapter] = []
     sweeper: asyncio.Task[None] | None = None
     redrains: list[asyncio.Task[None]] = []
+    app.outbox.stopping.clear()
     try:
         for adapter in adapters:
             app.outbox.senders[adapter.platform] = adapter
@@ -44,6 +45,10 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
                                                     name=f"{adapter.platform}-redrain"))
         yield
     finally:
+        if sweeper is not None:  # let the message being sent go out, then stop
+            app.outbox.stop()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(sweeper), timeout=STOP_GRACE)
         for task in [t for t in (sweeper, *redrains) if t is not None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -53,6 +58,7 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
             app.outbox.senders.pop(adapter.platform, None)
 
 
+STOP_GRACE = 15.0  # seconds a stopping process gives the message it is sending
 REDRAIN_EVERY = 60.0  # seconds between retries of requests the store could not take
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +34,9 @@ from storage.outbox import resume_waiting
 log = logging.getLogger(__name__)
 
 # The store failing (down, locked, unreachable), as opposed to a bug in a query.
+# How long whoever handled an update has to send its replies before another may take over.
+DELIVERY_LEASE = timedelta(minutes=10)
+
 STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
 
 
@@ -201,7 +205,8 @@ class Core:
         result = await session.execute(
             update(InboxItem)
             .where(InboxItem.id == inbox_id, InboxItem.handled_at.is_(None))
-            .values(handled_at=self.clock.now(), attempts=InboxItem.attempts + 1)
+            .values(handled_at=self.clock.now(), attempts=InboxItem.attempts + 1,
+                    sending_until=self.clock.now() + DELIVERY_LEASE)
         )
         return bool(getattr(result, "rowcount", 0))
 
@@ -222,6 +227,29 @@ class Core:
                 .order_by(InboxItem.id)
             )
             return list(rows)
+
+    async def take_delivery(self, inbox_id: int) -> bool:
+        """Take over sending a handled item's replies, unless someone is (or may be) at it."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(InboxItem)
+                .where(InboxItem.id == inbox_id, InboxItem.replied_at.is_(None),
+                       or_(InboxItem.sending_until.is_(None), InboxItem.sending_until < now))
+                .values(sending_until=now + DELIVERY_LEASE)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def release_delivery(self, inbox_ids: Sequence[int]) -> None:
+        """Give up sending these items' replies (a stopping process): the next start sends them."""
+        if not inbox_ids:
+            return
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(InboxItem)
+                .where(InboxItem.id.in_(list(inbox_ids)), InboxItem.replied_at.is_(None))
+                .values(sending_until=None)
+            )
 
     async def stored_replies(self, inbox_id: int) -> list[Outgoing]:
         async with self.db.transaction() as session:

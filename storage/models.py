@@ -225,6 +225,8 @@ class InboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     handled_at: Mapped[datetime | None] = mapped_column(nullable=True)
     replies: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    # Whoever handled the item (or took over its replies) sends them until then: a lease.
+    sending_until: Mapped[datetime | None] = mapped_column(nullable=True)
     replied_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 

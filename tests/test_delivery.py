@@ -146,3 +146,36 @@ async def test_a_lapsed_claim_is_not_sent_by_its_old_owner(
     assert await second.deliver_due() == 1
     assert not await first._extend(items[0].id, token)
     assert fast.sent and not slow.sent
+
+
+async def test_replies_are_sent_by_whoever_handled_them_until_the_lease_ends(
+    core: Core, clock: FrozenClock
+) -> None:
+    inc = Incoming(platform="slack", user_id="T1/U1", chat_id="U1", text="/help")
+    inbox_id = await core.receive("slack", "ev:1", inc.to_dict())
+    assert inbox_id is not None
+    assert [r.key for r in await core.handle(inc, inbox_id)] == ["network.help"]
+    assert not await core.take_delivery(inbox_id)  # the handler is sending them
+    clock.advance(minutes=11)  # ... or died: another may take over, once
+    assert await core.take_delivery(inbox_id)
+    assert not await core.take_delivery(inbox_id)
+    await core.mark_replied(inbox_id)
+    clock.advance(minutes=30)
+    assert not await core.take_delivery(inbox_id)
+
+
+async def test_a_stopping_outbox_hands_back_what_it_has_not_sent(
+    chat: Transcript, demo_db: Database, clock: FrozenClock
+) -> None:
+    await _queue_request(chat)
+    await chat.say("/start", as_="9002", platform="telegram")  # a second request, a second notice
+    for answer in ("Uruguay", "Rosa", "Adviser", "MFA", "rosa@example.org"):
+        await chat.say(answer, as_="9002", platform="telegram")
+    recorder = Recorder()
+    outbox = Outbox(demo_db, clock, {"console": recorder})
+    outbox.stop()
+    assert await outbox.deliver_due() == 0 and recorder.sent == []
+    async with demo_db.transaction() as session:
+        items = list(await session.scalars(select(OutboxItem)))
+    assert len(items) == 2 and all(i.claimed_by is None and i.sent_at is None for i in items)
+    assert await Outbox(demo_db, clock, {"console": recorder}).deliver_due() == 2

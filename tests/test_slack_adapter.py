@@ -574,7 +574,7 @@ async def test_requests_left_unanswered_are_answered_on_start(
     handled = await app.core.receive("slack", "rq:handled", {"incoming": inc.to_dict()})
     assert handled is not None
     await app.core.handle(inc, handled)  # handled, then the process died before sending
-    clock.advance(minutes=5)
+    clock.advance(minutes=11)  # past the delivery lease of the process that died
     try:
         async with running(app, [adapter], webhook=True, scheduler=False):
             posts = fake.calls_to("chat.postMessage")

@@ -36,7 +36,6 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -71,7 +70,6 @@ SLASH_COMMAND = "/fp"  # as in slack-manifest.yml; any slash command of the app 
 EVENTS_PATH = "/slack/events"
 SLACK_ID = re.compile(r"[UWDCG][A-Z0-9]+")
 RATE_LIMIT_RETRIES = 10
-HANDLED_RECENTLY = timedelta(minutes=2)  # an inbox item this fresh may be in another's hands
 STOP_GRACE = 10.0
 
 
@@ -469,7 +467,6 @@ class SlackAdapter:
     async def drain(self) -> int:
         """Answer what was received but not answered before a stop; returns how many."""
         done = 0
-        recent = self.core.clock.now() - HANDLED_RECENTLY
         for item in await self.core.unanswered(PLATFORM):
             try:
                 inc = Incoming.from_dict(item.payload["incoming"])
@@ -477,8 +474,8 @@ class SlackAdapter:
                     replies = await self.core.handle(inc, item.id)
                     if not replies or is_store_outage(replies):
                         continue  # in hand elsewhere, or the store is still out: next time
-                elif item.handled_at > recent:
-                    continue
+                elif not await self.core.take_delivery(item.id):
+                    continue  # its replies are being sent (or may be) by whoever handled it
                 else:
                     replies = await self.core.stored_replies(item.id)
                 await self._deliver(inc, replies)

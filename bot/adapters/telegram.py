@@ -366,6 +366,7 @@ class _Job:
     attempt: int = 0
     apologised: bool = False
     answered: bool = False
+    elsewhere: bool = False  # handled by another instance, which sends its replies
 
 
 class TelegramSetupError(AdapterSetupError):
@@ -467,6 +468,10 @@ class TelegramAdapter:
             for task in late:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
+        unfinished = sorted(self._in_hand)
+        if unfinished:  # whoever starts next may send their replies at once
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.core.release_delivery(unfinished)
         self._lanes.clear()
         self._lane_tasks.clear()
         self._in_hand.clear()
@@ -647,9 +652,13 @@ class TelegramAdapter:
                 job.replies = await self._handle(job, update)
                 if job.replies is None:
                     return False
+                if job.elsewhere:
+                    return True
                 job.stage = "send"
             if update is not None and job.stage == "send":
-                if job.replies is None:
+                if job.replies is None:  # left over from before a restart, or from elsewhere
+                    if not await self.core.take_delivery(job.inbox_id):
+                        return True  # whoever handled it is sending its replies
                     job.replies = await self.core.stored_replies(job.inbox_id)
                 await self._deliver(job, update)
                 job.stage = "mark"
@@ -687,7 +696,10 @@ class TelegramAdapter:
                 with contextlib.suppress(TelegramError):
                     await self._deliver(replace(job, sent=0), update, replies)
             return None
-        if not replies:  # already handled elsewhere: its stored replies, if any
+        if not replies:  # handled elsewhere: its replies are sent there, or taken over later
+            if not await self.core.take_delivery(job.inbox_id):
+                job.elsewhere = True
+                return []
             replies = await self.core.stored_replies(job.inbox_id)
         return replies
 
