@@ -679,3 +679,13 @@ async def test_a_request_the_store_could_not_take_is_kept_and_answered_later(
         assert "help" in text_of(fake.calls_to("chat.postMessage")[-1]).lower()
     finally:
         await app.close()
+
+
+async def test_a_reply_slack_refuses_for_good_is_not_repeated(slack: Slack) -> None:
+    slack.fake.responses["chat.postMessage"] = {"ok": False, "error": "channel_not_found"}
+    await slack.command("help")
+    await slack.fake.wait_for("chat.postMessage")
+    await slack.settled()
+    assert await slack.app.core.unanswered("slack") == []  # given up, not kept to repost
+    assert await slack.adapter.drain() == 0
+    assert len(slack.fake.calls_to("chat.postMessage")) == 1

@@ -163,6 +163,18 @@ def submission_to_incoming(body: Mapping[str, Any]) -> Incoming:
                      form_version=meta.get("v"))
 
 
+# Errors that no retry can cure: resending would only repeat what already went out.
+PERMANENT_ERRORS = frozenset({
+    "missing_scope", "channel_not_found", "invalid_blocks", "account_inactive",
+    "not_in_channel", "is_archived", "user_not_found", "msg_too_long", "no_text",
+    "invalid_auth", "not_authed", "cannot_dm_bot",
+})
+
+
+def _permanent(exc: SlackApiError) -> bool:
+    return str(exc.response.get("error", "")) in PERMANENT_ERRORS
+
+
 def to_incoming(body: Mapping[str, Any]) -> Incoming | None:
     """What a Slack request asks of the core; None when it asks nothing of it."""
     if body.get("command"):
@@ -444,6 +456,13 @@ class SlackAdapter:
                       trigger_id: str | None = None) -> None:
         try:
             await self._deliver(inc, replies, trigger_id=trigger_id)
+        except SlackApiError as exc:
+            if not _permanent(exc):
+                log.warning("Slack replies to inbox item %s not sent (%s); retried later",
+                            inbox_id, exc.response.get("error"))
+                return
+            log.error("Slack refuses the replies to inbox item %s for good (%s); given up",
+                      inbox_id, exc.response.get("error"))
         except Exception:
             log.exception("Slack replies to inbox item %s not sent; they are sent on restart",
                           inbox_id)
@@ -478,7 +497,13 @@ class SlackAdapter:
                     continue  # its replies are being sent (or may be) by whoever handled it
                 else:
                     replies = await self.core.stored_replies(item.id)
-                await self._deliver(inc, replies)
+                try:
+                    await self._deliver(inc, replies)
+                except SlackApiError as exc:
+                    if not _permanent(exc):
+                        raise
+                    log.error("Slack refuses the replies to inbox item %s for good (%s); "
+                              "given up", item.id, exc.response.get("error"))
                 await self.core.mark_replied(item.id)
                 done += 1
             except Exception:
