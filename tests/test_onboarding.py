@@ -168,7 +168,7 @@ async def test_a_known_person_saying_start_is_greeted(chat: Transcript) -> None:
     assert "focal point of Chile" in chat.text()
 
 
-async def test_a_reply_for_a_stranger_is_kept_until_their_account_exists(core: Core) -> None:
+async def test_the_console_cannot_speak_as_someone_off_the_roster(core: Core) -> None:
     assert await core.console_identity("nobody@example.org") is None
 
 
