@@ -689,3 +689,23 @@ async def test_a_reply_slack_refuses_for_good_is_not_repeated(slack: Slack) -> N
     assert await slack.app.core.unanswered("slack") == []  # given up, not kept to repost
     assert await slack.adapter.drain() == 0
     assert len(slack.fake.calls_to("chat.postMessage")) == 1
+
+
+async def test_replies_left_unsent_at_a_clean_stop_go_out_at_the_next_start(
+        demo_db: Database, clock: FrozenClock, fake: FakeSlackAPI) -> None:
+    app = BotApp(settings_for(demo_db, fake), clock=clock)
+    try:
+        adapter = SlackAdapter(app)
+        inc = Incoming("slack", f"{TEAM_ID}/U1", "U1", text="/help")
+        async with running(app, [adapter], webhook=True, scheduler=False):
+            inbox_id = await app.core.receive("slack", "rq:unsent", {"incoming": inc.to_dict()})
+            assert inbox_id is not None
+            fake.fail_next("chat.postMessage", 500, times=1)  # Slack fails while answering
+            await adapter._act(inc, inbox_id)
+        assert len(await app.core.unanswered("slack")) == 1  # kept, lease released on stop
+        async with running(app, [SlackAdapter(app)], webhook=True, scheduler=False):
+            pass  # no clock advance: a clean stop released the lease
+        assert await app.core.unanswered("slack") == []
+        assert any(c.status == 200 for c in fake.calls_to("chat.postMessage"))
+    finally:
+        await app.close()

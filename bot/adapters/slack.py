@@ -56,6 +56,7 @@ from starlette.routing import BaseRoute, Route
 from bot.adapters import AdapterSetupError
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
+from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing, is_store_outage
 
 if TYPE_CHECKING:
@@ -289,6 +290,7 @@ class SlackAdapter:
         self.handler = AsyncSlackRequestHandler(self.bolt)
         self.socket: AsyncSocketModeHandler | None = None
         self.busy: set[asyncio.Task[Any]] = set()
+        self.unsent: set[int] = set()  # inbox items whose replies are not out yet
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
@@ -353,6 +355,10 @@ class SlackAdapter:
         pending = [t for t in self.busy if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=STOP_GRACE)
+        if self.unsent:  # whoever starts next may send these at once
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.core.release_delivery(sorted(self.unsent))
+            self.unsent.clear()
 
     def routes(self) -> list[BaseRoute]:
         async def slack_events(request: Request) -> Response:
@@ -454,6 +460,7 @@ class SlackAdapter:
 
     async def _finish(self, inc: Incoming, inbox_id: int, replies: Sequence[Outgoing], *,
                       trigger_id: str | None = None) -> None:
+        self.unsent.add(inbox_id)
         try:
             await self._deliver(inc, replies, trigger_id=trigger_id)
         except SlackApiError as exc:
@@ -467,6 +474,7 @@ class SlackAdapter:
             log.exception("Slack replies to inbox item %s not sent; they are sent on restart",
                           inbox_id)
             return
+        self.unsent.discard(inbox_id)
         if is_store_outage(replies):  # nothing was done: keep it for the next drain
             return
         await self.core.mark_replied(inbox_id)
@@ -507,6 +515,7 @@ class SlackAdapter:
                 await self.core.mark_replied(item.id)
                 done += 1
             except Exception:
+                self.unsent.add(item.id)
                 log.exception("Slack inbox item %s not answered yet; kept for later", item.id)
         if done:
             log.info("Slack: answered %s request(s) left over from before the start", done)
