@@ -65,16 +65,9 @@ class Context:
     def roles(self) -> list[Role]:
         return list(self.person.roles) if self.person is not None else []
 
-    def has_role(self, *names: RoleName) -> bool:
-        return any(r.role in names for r in self.roles)
-
     @property
     def is_secretariat(self) -> bool:
         return any(r.role in NETWORK_ROLES for r in self.roles)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.has_role(RoleName.ADMIN)
 
     def own_members(self) -> list[Member]:
         """The members this person speaks for, as focal point or alternate."""

@@ -354,10 +354,3 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
         return [Outgoing("forms.invalid", {"count": len(errors)}, errors=errors, private=True)]
     await cancel(ctx)
     return await _submit(ctx, form, {k: v for k, v in answers.items() if k != SKIP})
-
-
-async def remember_message(ctx: Context, message_ref: str) -> None:
-    """Note which platform message shows the current step, so the next step can replace it."""
-    conv = await _conversation(ctx)
-    if conv is not None:
-        conv.message_ref = message_ref

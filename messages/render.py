@@ -163,11 +163,6 @@ class Renderer:
         env.filters["when"] = _format_when
         return env
 
-    def has(self, key: str, locale: str | None = None) -> bool:
-        return f"{locale or self.default_locale}/{key}" in self._templates or (
-            f"{self.default_locale}/{key}" in self._templates
-        )
-
     def render(
         self, key: str, locale: str | None = None, fmt: str = "plain", /, **context: Any
     ) -> str:

@@ -53,11 +53,6 @@ class Base(AsyncAttrs, DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
-class MemberKind(enum.StrEnum):
-    STATE = "state"
-    REGIONAL_ORGANIZATION = "regional_organization"
-
-
 class RoleName(enum.StrEnum):
     FOCAL_POINT = "focal_point"
     ALTERNATE = "alternate"
