@@ -183,7 +183,8 @@ async def _console(app: BotApp, email: str | None) -> int:
                   "(load the demo people with: fpbot demo)", file=sys.stderr)
             return 1
         user, name = person.email, person.name
-    console = ConsoleAdapter(app.core, app.renderer, user=user, display_name=name)
+    console = ConsoleAdapter(app.core, app.renderer, user=user, display_name=name,
+                             files_dir=Path(app.settings.files_dir))
     await app.core.resume_outbox("console", user)
     app.outbox.senders["console"] = console
     if sys.stdin.isatty():

@@ -51,6 +51,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    files_dir: str = "fpbot-files"  # where the console writes the files the bot sends
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -70,6 +71,7 @@ class Settings:
             host=env.get("HOST") or "127.0.0.1",
             port=int(env.get("PORT") or 8080),
             log_level=(env.get("FPBOT_LOG_LEVEL") or "INFO").upper(),
+            files_dir=env.get("FPBOT_FILES_DIR") or "fpbot-files",
         )
 
     @property

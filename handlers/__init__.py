@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, nap, network, onboarding, review, search, updates
+from handlers import forms, meetings, nap, network, onboarding, review, search, updates
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -25,18 +25,29 @@ COMMANDS: tuple[Command, ...] = (
             usage="words [member:X] [category:Y] [since:YYYY-MM-DD]", personal=True),
     Command("nap", nap.nap, Access.REGISTERED, "help.nap", usage="[member|all|update|history]"),
     Command("troika", network.show_troika, Access.REGISTERED, "help.troika", usage="[year]"),
+    Command("meetings", meetings.list_meetings, Access.REGISTERED, "help.meetings"),
+    Command("meeting", meetings.meeting, Access.REGISTERED, "help.meeting",
+            usage="n | new | edit n | cancel n"),
+    Command("register", meetings.register, Access.REGISTERED, "help.register", usage="[n]",
+            personal=True),
+    Command("unregister", meetings.unregister, Access.REGISTERED, "help.unregister",
+            usage="n [email]", personal=True),
+    Command("myregistrations", meetings.my_registrations, Access.REGISTERED,
+            "help.myregistrations", personal=True),
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
     Command("review", review.review, Access.SECRETARIAT, "help.review",
             usage="[approve|changes|reject n [text]]", personal=True),
     Command("requests", onboarding.requests, Access.SECRETARIAT, "help.requests",
             usage="[approve|reject n [reason]]", personal=True),
+    Command("participants", meetings.participants, Access.SECRETARIAT, "help.participants",
+            usage="n [pending|csv|list|add email|attended email]", personal=True),
 )
 
 FORMS: dict[str, Form] = {
     form.name: form
     for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
-                 nap.NAP_FORM)
+                 nap.NAP_FORM, meetings.MEETING_FORM, meetings.REGISTER_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

@@ -52,6 +52,8 @@ class Field:
     choices: ChoicesFn | None = None
     validate: Validator | None = None
     hint: str | None = None  # message key of a hint shown under the question
+    # Asked only when this holds of the answers so far (a modal shows it, optional, always).
+    when: Callable[[dict[str, Any]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,14 @@ async def _choices(ctx: Context, field: Field, answers: dict[str, Any]) -> tuple
     return tuple(await field.choices(ctx, answers)) if field.choices else ()
 
 
-async def _view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldView:
+async def _view(ctx: Context, field: Field, answers: dict[str, Any],
+                whole: bool = False) -> FieldView:
     choices = await _choices(ctx, field, answers)
     return FieldView(
         name=field.name,
         label=ctx.label(field.label),
         kind=field.kind,
-        required=field.required,
+        required=field.required and not (whole and field.when),
         max_length=field.max_length,
         choices=choices,
         value=_shown(answers.get(field.name, "")),
@@ -99,10 +102,14 @@ def _shown(value: Any, choices: Sequence[Choice] = ()) -> str:
     return next((c.label for c in choices if c.value == str(value)), str(value))
 
 
-def _asked(form: Form, answers: dict[str, Any]) -> list[str]:
-    """The names of the fields this form asks, in order (fields given beforehand are not)."""
+def _asked(form: Form, answers: dict[str, Any], whole: bool = False) -> list[str]:
+    """The names of the fields this form asks, in order (fields given beforehand are not).
+
+    Step by step, a conditional field is asked only once the answers before it call for it;
+    a whole form (a modal) shows every conditional field."""
     given = set(answers.get(SKIP, ()))
-    return [f.name for f in form.fields if f.name not in given]
+    return [f.name for f in form.fields
+            if f.name not in given and (f.when is None or whole or f.when(answers))]
 
 
 def add_files(ctx: Context, field: Field, answers: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,8 +222,8 @@ async def view(ctx: Context, form: Form, answers: dict[str, Any] | None = None) 
         form=form.name,
         title=ctx.label(form.title),
         submit_label=ctx.label(form.submit_label),
-        fields=tuple([await _view(ctx, form.field(name), answers)
-                      for name in _asked(form, answers)]),
+        fields=tuple([await _view(ctx, form.field(name), answers, whole=True)
+                      for name in _asked(form, answers, whole=True)]),
         version=conv.version if conv else 0,
     )
 
@@ -310,6 +317,7 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     except UserError as err:
         return [await _ask(ctx, form, conv, err)]
     conv.answers = {**conv.answers, field.name: answer}
+    names = _asked(form, conv.answers)  # an answer may bring conditional fields in or out
     i = names.index(conv.step)
     if i + 1 < len(names):
         conv.step = names[i + 1]
@@ -344,8 +352,11 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
         return [Outgoing("forms.stale_modal", private=True)]
     answers: dict[str, Any] = dict(conv.answers)
     errors: dict[str, str] = {}
-    for name in _asked(form, answers):
+    for name in _asked(form, answers, whole=True):
         field = form.field(name)
+        if field.when is not None and not field.when(answers):
+            answers.pop(field.name, None)  # not asked, given what was answered before it
+            continue
         try:
             answers[field.name] = await check(ctx, field, values.get(field.name), answers)
         except UserError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from handlers.context import Context
+from handlers.meetings import dashboard_part
 from handlers.network import troika
 from handlers.routing import available
 from handlers.types import Outgoing
@@ -33,6 +34,7 @@ async def dashboard(ctx: Context) -> Outgoing:
         select(NationalUpdate).where(NationalUpdate.author_id == ctx.person.id)
         .order_by(NationalUpdate.submitted_at.desc(), NationalUpdate.id.desc()).limit(5)
     ))
+    meetings, register_buttons = await dashboard_part(ctx)
     return Outgoing(
         "home.dashboard",
         {
@@ -47,6 +49,8 @@ async def dashboard(ctx: Context) -> Outgoing:
                        for s in seats],
             "year": ctx.now.year,
             "commands": commands,
+            "meetings": meetings,
         },
+        choices=tuple(register_buttons),
         private=True,
     )

@@ -373,3 +373,94 @@ class NapHistory(Base):
     has_budget: Mapped[bool] = mapped_column(Boolean)
     changed_at: Mapped[datetime]
     changed_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+
+
+# --- meetings and registration (issue 10) ---
+class MeetingKind(enum.StrEnum):
+    ANNUAL = "annual"  # the capital-level meeting hosted by the chair
+    NEW_YORK = "new_york"  # a follow-up in New York
+    EXPERT_GROUP = "expert_group"
+    WEBINAR = "webinar"
+
+
+class MeetingStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
+
+
+class RegistrationStatus(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    WAITLISTED = "waitlisted"
+    PENDING = "pending"  # waiting for the secretariat's approval
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+# Registrations that count against a delegation's limit and block a second registration.
+ACTIVE_REGISTRATION = (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED,
+                       RegistrationStatus.PENDING)
+
+
+class Meeting(Base):
+    """A meeting of the Network; `confirmed_count` is the seat counter capacity is held on."""
+
+    __tablename__ = "meeting"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(100), unique=True)  # the calendar event's UID
+    title: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(24))
+    host_member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    venue: Mapped[str] = mapped_column(String(300), default="")
+    online_url: Mapped[str] = mapped_column(String(500), default="")
+    timezone: Mapped[str] = mapped_column(String(64))  # the venue's
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    registration_opens_at: Mapped[datetime]
+    registration_closes_at: Mapped[datetime]
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no limit
+    confirmed_count: Mapped[int] = mapped_column(Integer, default=0)
+    delegation_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    eligible_roles: Mapped[list[Any]] = mapped_column(default=list)
+    needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    agenda_url: Mapped[str] = mapped_column(String(500), default="")
+    chatham_house: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default=MeetingStatus.SCHEDULED)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)  # the calendar's SEQUENCE
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    host: Mapped[Member | None] = relationship(lazy="joined")
+
+
+class Registration(Base):
+    """One person's place at a meeting, or on its waitlist; one row per meeting and e-mail."""
+
+    __tablename__ = "registration"
+    __table_args__ = (
+        UniqueConstraint("meeting_id", "email", name="uq_registration"),
+        Index("ix_registration_queue", "meeting_id", "status", "registered_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    meeting_id: Mapped[int] = mapped_column(ForeignKey("meeting.id", ondelete="CASCADE"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    registered_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str] = mapped_column(String(254))
+    title: Mapped[str] = mapped_column(String(120), default="")
+    role: Mapped[str] = mapped_column(String(32))  # the registrant's Network role
+    delegation_role: Mapped[str] = mapped_column(String(16), default="member")
+    accessibility: Mapped[str] = mapped_column(Text, default="")
+    visa_letter: Mapped[bool] = mapped_column(Boolean, default=False)
+    dietary: Mapped[str] = mapped_column(Text, default="")
+    chatham_ack: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))
+    registered_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    attended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    member: Mapped[Member | None] = relationship(lazy="joined")
+    person: Mapped[Person | None] = relationship(lazy="joined", foreign_keys=[person_id])
