@@ -600,8 +600,9 @@ async def _enrol(ctx: Context, meeting: Meeting, *, person: Person | None, membe
     """Register one attendee, the meeting row locked: a seat, the waitlist, or pending."""
     existing = await store.registration(ctx.session, meeting.id, email)
     if existing is not None and existing.status in ACTIVE_REGISTRATION:
+        own = ctx.person is not None and existing.email == ctx.person.email
         raise UserError("meetings.already", **view(ctx, meeting, existing),
-                        attendee=existing.name)
+                        attendee="" if own else existing.name)
     if member_id is not None and meeting.delegation_limit is not None and (
             await store.delegation_size(ctx.session, meeting.id, member_id)
             >= meeting.delegation_limit):
