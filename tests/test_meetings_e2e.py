@@ -245,6 +245,8 @@ async def test_the_berlin_meeting_across_telegram_slack_and_the_console(
 
     # 3. Germany registers in Slack: /fp register opens the modal; its answers come back.
     await b.fp(f"start {await invitation(demo_db, FP_GERMANY, clock)}")
+    [welcome] = await b.sk.wait_for("chat.postMessage")  # bound before she registers
+    assert "Welcome" in slack_text(welcome.params)
     await b.fp(f"register {mid}")
     [opened] = await b.sk.wait_for("views.open")
     view = slack_blocks(opened.params, "view")
@@ -263,6 +265,31 @@ async def test_the_berlin_meeting_across_telegram_slack_and_the_console(
     await b.sk.wait_for("files.completeUploadExternal")
     [(name, germany_ics)] = b.slack_files()
     assert name == f"meeting-{mid}.ics"
+
+    # Germany's App Home lists the upcoming meetings; Register buttons for the open ones she
+    # is not registered for (the demo's two); pressing one opens the registration modal.
+    seen = 0
+    while True:  # the Home tab is refreshed after each answered request
+        calls = await b.sk.wait_for("views.publish", seen + 1)
+        seen = len(calls)
+        home = slack_blocks(calls[-1].params, "view")
+        home_text = "\n".join(bl["text"]["text"] for bl in home["blocks"]
+                               if bl["type"] == "section")
+        if calls[-1].params["user_id"] == GERMANY_SLACK and "you: registered" in home_text:
+            break
+    assert "*Upcoming meetings*" in home_text and f"#{mid} · Berlin meeting" in home_text
+    assert "you: registered" in home_text
+    pressable = [e for bl in home["blocks"] if bl["type"] == "actions" for e in bl["elements"]]
+    assert [(e["text"]["text"], e["value"]) for e in pressable] == [
+        ("Register for #1", "/register 1"), ("Register for #2", "/register 2")]
+    await b.slack(interaction_body({
+        "type": "block_actions", "team": {"id": TEAM_ID},
+        "user": {"id": GERMANY_SLACK, "team_id": TEAM_ID}, "trigger_id": "home-press",
+        "container": {"type": "view", "view_id": "VHOME"},
+        "actions": [{**pressable[0], "block_id": "home:0"}]}))
+    opened_again = await b.sk.wait_for("views.open", 2)
+    assert opened_again[-1].params["trigger_id"] == "home-press"
+    assert slack_blocks(opened_again[-1].params, "view")["callback_id"] == "form:register"
 
     # 4. Spain registers at the console: the .ics is written to the files folder.
     typed = await b.console(FP_SPAIN, f"/register {mid}", "Myself", "Member of the delegation",

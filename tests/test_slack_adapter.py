@@ -362,9 +362,12 @@ async def test_app_home_shows_the_secretariat_its_dashboard(
     assert response.status_code == 200
     [publish] = await slack.fake.wait_for("views.publish")
     view = blocks_of(publish.params, "view")
-    shown = "\n".join(b["text"]["text"] for b in view["blocks"])
+    shown = "\n".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
     assert publish.params["user_id"] == "U9" and view["type"] == "home"
     assert "Hello, Amina Diallo (demo)" in shown
+    assert "Upcoming meetings" in shown  # the demo's, with Register buttons
+    assert [e["value"] for b in view["blocks"] if b["type"] == "actions"
+            for e in b["elements"]] == ["/register 1", "/register 2"]
     assert "0 membership requests waiting" in shown
     assert "/fp requests" in shown
 
