@@ -104,6 +104,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print("  fp.chile@demo.invalid     focal point of Chile")
         print("  fp.germany@demo.invalid   focal point of Germany (chair 2018)")
         print("Try: fpbot chat --as fp.chile@demo.invalid")
+        print("Meetings: two upcoming ones are open for registration (/meetings, /register 1).")
         return 0
 
 

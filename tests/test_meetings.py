@@ -571,3 +571,11 @@ async def test_the_seat_counter_update_holds_between_two_real_sessions(
         await first.close()
         await second.close()
     assert await seats_taken(demo_db, mid) == 1
+
+
+def test_the_console_files_folder_is_a_setting() -> None:
+    from bot.settings import Settings
+
+    assert Settings.load(environ={}).files_dir == "fpbot-files"
+    assert Settings.load(environ={"FPBOT_FILES_DIR": "/srv/fpbot/out"}).files_dir == (
+        "/srv/fpbot/out")
