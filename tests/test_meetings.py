@@ -579,3 +579,22 @@ def test_the_console_files_folder_is_a_setting() -> None:
     assert Settings.load(environ={}).files_dir == "fpbot-files"
     assert Settings.load(environ={"FPBOT_FILES_DIR": "/srv/fpbot/out"}).files_dir == (
         "/srv/fpbot/out")
+
+
+async def test_both_forms_make_modals_slack_accepts(chat: Transcript, demo_db: Database,
+                                                    clock: FrozenClock) -> None:
+    from slack_sdk.models.views import View
+
+    from bot.adapters import slack_blocks as kit
+
+    mid = await add_meeting(demo_db, clock, chatham_house=True)
+    await chat.say("/meeting new", as_=COORDINATOR)
+    forms_seen = [chat.last().form]
+    await chat.say(f"/register {mid}", as_=FP_CHILE)
+    forms_seen.append(chat.last().form)
+    for form in forms_seen:
+        assert form is not None
+        modal = kit.modal(form, {"cancel": "Cancel"})
+        View(**modal).validate_json()  # slack_sdk's own Block Kit checks
+    register_modal = kit.modal(forms_seen[1], {"cancel": "Cancel"})
+    assert [b["block_id"] for b in register_modal["blocks"]][-1] == "chatham"
