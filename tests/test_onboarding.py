@@ -66,7 +66,7 @@ async def test_a_made_up_code_is_refused(chat: Transcript) -> None:
 
 async def test_codes_are_stored_only_as_hashes(chat: Transcript, demo_db: Database) -> None:
     await chat.say(f"/invite {FP_CHILE}", as_=COORDINATOR)
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     async with demo_db.transaction() as session:
         stored = list(await session.scalars(select(Invitation.code_hash)))
     assert stored == [code_hash(code)] and code not in stored[0]
@@ -144,7 +144,7 @@ async def test_requests_refuses_bad_verbs_and_unknown_numbers(chat: Transcript) 
 async def test_link_binds_a_second_platform_to_the_same_person(chat: Transcript) -> None:
     await chat.say("/link", as_=FP_CHILE)
     assert chat.keys == ["onboarding.link_code"]
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="T1/U42", platform="slack")
     assert chat.keys == ["onboarding.linked"]
     await chat.say("/whoami", as_="T1/U42", platform="slack")
