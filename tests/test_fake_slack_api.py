@@ -87,7 +87,8 @@ async def test_users_and_conversations(fake: FakeSlackAPI) -> None:
 
 
 async def test_views_echo_the_view_with_an_id(fake: FakeSlackAPI) -> None:
-    view = {"type": "modal", "title": {"type": "plain_text", "text": "Register"}, "blocks": []}
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "Register"},
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Berlin, 9 April"}}]}
 
     opened = await client_for(fake).views_open(trigger_id="1.2.3", view=view)
     updated = await client_for(fake).views_update(view_id=opened["view"]["id"], view=view)
