@@ -141,6 +141,18 @@ async def test_requests_refuses_bad_verbs_and_unknown_numbers(chat: Transcript) 
     assert chat.keys == ["onboarding.request_unknown"]
 
 
+async def test_link_and_invite_show_the_code_on_every_platform(chat: Transcript) -> None:
+    await chat.say("/link", as_=FP_CHILE)
+    code = chat.last().context["one_time_code"]
+    assert f"Your link code is <code>{code}</code>." in chat.text(fmt="html")
+    assert f"Your link code is `{code}`." in chat.text(fmt="mrkdwn")
+    assert f"/start {code}" in chat.text() and "within 30 minutes" in chat.text()
+    await chat.say(f"/invite {FP_CHILE}", as_=COORDINATOR)
+    code = chat.last().context["one_time_code"]
+    assert f"): <code>{code}</code>" in chat.text(fmt="html")
+    assert f"They send /start {code} to the bot" in chat.text()
+
+
 async def test_link_binds_a_second_platform_to_the_same_person(chat: Transcript) -> None:
     await chat.say("/link", as_=FP_CHILE)
     assert chat.keys == ["onboarding.link_code"]
