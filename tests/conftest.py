@@ -108,10 +108,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 @pytest.fixture(autouse=True)
-def platforms_accept_every_payload() -> Iterator[None]:
-    """A payload the fake Telegram or Slack refused fails the test that sent it."""
+def replies_render_and_platforms_accept_them() -> Iterator[None]:
+    """A reply that does not render, or a payload the fake Telegram or Slack refused, fails
+    the test that caused it."""
     validate.take_refusals()
+    RENDERED.take_broken()
     yield
+    broken = RENDERED.take_broken()
+    if broken:
+        pytest.fail("a reply of the core does not render:\n  " + "\n  ".join(broken),
+                    pytrace=False)
     refusals = validate.take_refusals()
     if refusals:
         pytest.fail("the platform refused what the bot sent:\n" + "\n".join(

@@ -22,7 +22,8 @@ from typing import Any
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
 from bot.adapters.telegram import keyboard, split_message
-from handlers.types import Choice, FieldView, Outgoing
+from handlers.dispatch import Core
+from handlers.types import Choice, FieldView, Incoming, Outgoing
 from messages import FORMATS, Renderer
 from tests.fakes import validate
 
@@ -98,12 +99,19 @@ def payload_problems(renderer: Renderer, out: Outgoing, locale: str,
 
 
 class RenderLog:
-    """The contexts each message key was rendered with by the bot's own code."""
+    """The contexts each message key was rendered with by the bot's own code.
+
+    It also renders every reply `Core.handle` returns anywhere in the suite (a test that calls
+    the core directly, an adapter test), keeping each failure in `broken` for the test's
+    teardown to report: raising inside the core's caller could be swallowed by an adapter.
+    """
 
     def __init__(self) -> None:
         self.contexts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.broken: list[str] = []
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._original: Callable[..., str] | None = None
+        self._original_handle: Callable[..., Any] | None = None
 
     def record(self, key: str, context: dict[str, Any]) -> None:
         signature = repr(sorted(context.items()))
@@ -127,10 +135,31 @@ class RenderLog:
 
         Renderer.render = render  # type: ignore[method-assign]
 
+        handle = self._original_handle = Core.handle
+
+        async def handle_and_render(self: Core, inc: Incoming,
+                                    inbox_id: int | None = None) -> list[Outgoing]:
+            replies: list[Outgoing] = await handle(self, inc, inbox_id)
+            for reply in replies:
+                try:
+                    render_everywhere(self.renderer, reply, str(reply.context.get("locale") or "en"))
+                except Exception as exc:  # reported by the test's teardown
+                    log.broken.append(f"{reply.key}: {type(exc).__name__}: {exc}")
+            return replies
+
+        Core.handle = handle_and_render  # type: ignore[method-assign]
+
     def uninstall(self) -> None:
         if self._original is not None:
             Renderer.render = self._original  # type: ignore[method-assign]
             self._original = None
+        if self._original_handle is not None:
+            Core.handle = self._original_handle  # type: ignore[method-assign]
+            self._original_handle = None
+
+    def take_broken(self) -> list[str]:
+        taken, self.broken = self.broken, []
+        return taken
 
     def catalog_problems(self, renderer: Renderer) -> list[str]:
         """Each key never produced, and each (key, locale, format, context) that fails."""
