@@ -58,8 +58,8 @@ class FakeSlackAPI:
     Requests must carry ``token`` (``app_token`` for apps.connections.open), else the answer
     is ``invalid_auth``. ``responses[method]`` overrides the canned answer of a method;
     methods without one answer ``{"ok": true}``. Every request is appended to ``calls``. Blocks
-and views are first checked as Slack checks them (``tests/fakes/validate.py``): an invalid
-one is answered ``invalid_blocks`` / ``invalid_arguments``.
+    and views are first checked as Slack checks them (``tests/fakes/validate.py``): an invalid
+    one is answered ``invalid_blocks`` / ``invalid_arguments``.
     """
 
     token: str = "xoxb-test"
