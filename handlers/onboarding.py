@@ -115,7 +115,7 @@ async def link(msg: Incoming, ctx: Context) -> list[Outgoing]:
     return [
         Outgoing(
             "onboarding.link_code",
-            {"code": code, "minutes": int(ctx.config.link_ttl.total_seconds() // 60)},
+            {"one_time_code": code, "minutes": int(ctx.config.link_ttl.total_seconds() // 60)},
             private=True,
         )
     ]
@@ -134,7 +134,7 @@ async def invite(msg: Incoming, ctx: Context) -> list[Outgoing]:
     return [
         Outgoing(
             "onboarding.invite_code",
-            {"code": code, "name": person.name, "email": person.email,
+            {"one_time_code": code, "name": person.name, "email": person.email,
              "expires": invitation.expires_at},
             private=True,
         )

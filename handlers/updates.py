@@ -48,7 +48,7 @@ async def _check_links(ctx: Context, value: str, answers: dict[str, Any]) -> str
         raise UserError("updates.too_many_links", limit=MAX_LINKS)
     for link in links:
         if not URL.match(link):
-            raise UserError("updates.bad_link", link=link)
+            raise UserError("updates.bad_link", address=link)
     return "\n".join(links)
 
 

@@ -91,6 +91,15 @@ class UnknownMessage(KeyError):
     """A template key that no locale defines: a bug, never shown to a person."""
 
 
+class ShadowedHelper(TypeError):
+    """A context key named like a renderer helper (`code`, `b`, ...): it would hide the helper
+    from the template, so `{{ code(code) }}` fails. A bug in the caller, never shown to a person."""
+
+
+# Context keys a caller may give that also name a global: `tz` is a default meant to be replaced.
+OVERRIDABLE = frozenset({"tz"})
+
+
 # A line that holds nothing but a block tag ({% if %}, {% for %}...) leaves no line behind;
 # a tag at the end of a line of text keeps that line's newline.
 _TAG_LINE = re.compile(r"^([ \t]*\{%[^%]*%\}[ \t]*)\n", re.MULTILINE)
@@ -166,8 +175,16 @@ class Renderer:
     def render(
         self, key: str, locale: str | None = None, fmt: str = "plain", /, **context: Any
     ) -> str:
-        """Render `key` in `locale` (falling back to the default locale) for `fmt`."""
+        """Render `key` in `locale` (falling back to the default locale) for `fmt`.
+
+        A context key may not be named like a helper (`b`, `i`, `code`, `link`): that raises
+        `ShadowedHelper`. `tz` is a default that the context may replace.
+        """
         env = self._environments[fmt]
+        shadowed = sorted(k for k in context if k in env.globals and k not in OVERRIDABLE)
+        if shadowed:
+            raise ShadowedHelper(f"{key}: context key {', '.join(map(repr, shadowed))} would hide "
+                                 f"the renderer's helper of that name; rename the key")
         for loc in (locale, self.default_locale):
             name = f"{loc}/{key}"
             if loc and name in self._templates:

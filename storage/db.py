@@ -6,6 +6,7 @@ read-then-write never fails half-way on a busy snapshot. PostgreSQL goes through
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -53,11 +54,12 @@ class Database:
         self.url = normalise_url(url)
         u = make_url(self.url)
         self.is_sqlite = u.get_backend_name() == "sqlite"
+        self.busy_timeout_s = busy_timeout_ms / 1000
         kwargs: dict[str, Any] = {}
         if not pooled:
             kwargs["poolclass"] = NullPool
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+            kwargs["connect_args"] = {"timeout": self.busy_timeout_s}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine, busy_timeout_ms)
@@ -79,6 +81,16 @@ class Database:
                     raise StoreUnavailable(
                         f"cannot open the database {safe_url(self.url)}: folder {parent} does not exist"
                     )
+                # Open the file once without aiosqlite first. When aiosqlite fails to connect, it
+                # queues the stop of its worker thread without awaiting it; the thread then
+                # reports to an event loop that `asyncio.run` has already closed, and prints
+                # "Exception in thread ..." after our one clear line (aiosqlite issue #241).
+                try:
+                    sqlite3.connect(path, timeout=self.busy_timeout_s).close()
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(
+                        f"cannot open the database {safe_url(self.url)}: {exc}"
+                    ) from exc
         try:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")

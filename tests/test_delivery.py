@@ -124,7 +124,7 @@ async def test_the_freshest_platform_account_is_preferred(
     chat: Transcript, demo_db: Database, clock: FrozenClock
 ) -> None:
     await chat.say("/link", as_=COORDINATOR)
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="4242", platform="telegram")
     await _queue_request(chat)
     console, telegram = Recorder("console"), Recorder("telegram")

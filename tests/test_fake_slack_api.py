@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes import validate
 from tests.fakes.slack_api import FakeSlackAPI, event_body, signed_headers, slash_command_body
 
 pytestmark = pytest.mark.asyncio
@@ -87,7 +88,8 @@ async def test_users_and_conversations(fake: FakeSlackAPI) -> None:
 
 
 async def test_views_echo_the_view_with_an_id(fake: FakeSlackAPI) -> None:
-    view = {"type": "modal", "title": {"type": "plain_text", "text": "Register"}, "blocks": []}
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "Register"},
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Berlin, 9 April"}}]}
 
     opened = await client_for(fake).views_open(trigger_id="1.2.3", view=view)
     updated = await client_for(fake).views_update(view_id=opened["view"]["id"], view=view)
@@ -200,3 +202,48 @@ async def test_bolt_handles_a_signed_event(fake: FakeSlackAPI) -> None:
     assert response.status_code == 200
     [call] = await fake.wait_for("chat.postMessage")
     assert call.params["text"] == "hi <@U1>"
+
+
+# -- Slack's own checks: slack_sdk's Block Kit models and the server's limits ------------------
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+@pytest.mark.parametrize(("blocks", "where"), [
+    ([section("x" * 3001)], "text attribute cannot exceed 3000 characters"),
+    ([section("Berlin")] * 51, "must be less than 51 items"),
+    ([{"type": "actions", "elements": [{"type": "button", "action_id": "a", "value": "1",
+                                        "text": {"type": "plain_text", "text": "y" * 76}}]}],
+     "text attribute cannot exceed 75 characters"),
+    ([section("")], "failed to match all allowed schemas [json-pointer:/blocks/0/text/text]"),
+    ([{**section("Berlin"), "colour": "red"}], "[json-pointer:/blocks/0/colour]"),
+    ([{"type": "poster", "text": "Berlin"}], "unsupported type 'poster'"),
+])
+async def test_blocks_slack_would_refuse_are_invalid_blocks(
+        fake: FakeSlackAPI, blocks: list[dict[str, Any]], where: str) -> None:
+    with pytest.raises(SlackApiError) as error:
+        await client_for(fake).chat_postMessage(channel="C1", text="Berlin", blocks=blocks)
+    assert error.value.response["error"] == "invalid_blocks"
+    assert where in " ".join(error.value.response["errors"])
+    [refusal] = validate.take_refusals()
+    assert refusal.method == "chat.postMessage" and where in refusal.error
+
+
+async def test_views_slack_would_refuse_are_invalid_arguments(fake: FakeSlackAPI) -> None:
+    title = {"type": "plain_text", "text": "Membership request, Peru"}  # 24 characters
+    await client_for(fake).views_open(trigger_id="1.2.3", view={
+        "type": "modal", "title": title, "blocks": [section("Berlin")]})
+    title = {**title, "text": "Membership request, Chile"}  # 25
+    view = {"type": "modal", "title": title, "blocks": [section("Berlin")]}
+    with pytest.raises(SlackApiError) as error:
+        await client_for(fake).views_open(trigger_id="1.2.3", view=view)
+    assert error.value.response["error"] == "invalid_arguments"
+    assert "title must be between 1 and 24 characters" in str(error.value.response)
+    with pytest.raises(SlackApiError):
+        await client_for(fake).views_publish(user_id="U1", view={
+            "type": "home", "blocks": [section("Berlin")] * 101})
+    assert len(validate.take_refusals()) == 2
+    await client_for(fake).chat_postMessage(channel="C1", text="Berlin", blocks=[section("ok")])
+    with pytest.raises(SlackApiError, match="no_text"):
+        await client_for(fake).api_call("chat.postMessage", json={"channel": "C1"})
+    assert [r.error for r in validate.take_refusals()] == ["no_text"]

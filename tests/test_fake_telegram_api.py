@@ -8,8 +8,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
-from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -18,6 +26,7 @@ from telegram.ext import (
     ContextTypes,
 )
 
+from tests.fakes import validate
 from tests.fakes.telegram_api import FakeBotAPI
 
 pytestmark = pytest.mark.asyncio
@@ -217,3 +226,48 @@ async def test_wait_for_timeout_lists_recorded_methods(fake: FakeBotAPI) -> None
         pass
     with pytest.raises(TimeoutError, match=r"1 sendMessage call\(s\).*recorded: getMe"):
         await fake.wait_for("sendMessage", timeout=0.05)
+
+
+# ---- the Bot API's own checks (TDLib's HTML parser, the documented limits) ------------------
+async def test_html_telegram_cannot_parse_is_refused_with_its_error(fake: FakeBotAPI) -> None:
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Can't parse entities: can't find end tag"):
+            await bot.send_message(42, "<b>Berlin, 9 April", parse_mode=ParseMode.HTML)
+        with pytest.raises(BadRequest, match='unsupported start tag "br"'):
+            await bot.send_message(42, "Berlin<br>9 April", parse_mode=ParseMode.HTML)
+        await bot.send_message(42, "<b>Berlin</b> &amp; <i>Windhoek</i> &#x27;18",
+                               parse_mode=ParseMode.HTML)
+    refusals = validate.take_refusals()
+    assert [r.error for r in refusals] == [
+        'Bad Request: can\'t parse entities: Can\'t find end tag corresponding to start tag "b"',
+        'Bad Request: can\'t parse entities: Unsupported start tag "br" at byte offset 6']
+    assert [c.status for c in fake.calls_to("sendMessage")] == [400, 400, 200]
+
+
+async def test_text_length_counts_after_parsing(fake: FakeBotAPI) -> None:
+    async with make_bot(fake) as bot:
+        await bot.send_message(42, f"<b>{'a' * 4096}</b>", parse_mode=ParseMode.HTML)
+        with pytest.raises(BadRequest, match="Message is too long"):
+            await bot.send_message(42, "a" * 4097)
+        with pytest.raises(BadRequest, match="Text must be non-empty"):
+            await bot.send_message(42, "<b> </b>", parse_mode=ParseMode.HTML)
+        with pytest.raises(BadRequest, match="Message caption is too long"):
+            await bot.send_document(42, b"x", filename="a.txt", caption="c" * 1025)
+    assert len(validate.take_refusals()) == 3
+
+
+async def test_buttons_and_commands_keep_the_bot_api_limits(fake: FakeBotAPI) -> None:
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Button_data_invalid"):
+            await bot.send_message(42, "Pick", reply_markup=InlineKeyboardMarkup(
+                [[InlineKeyboardButton("Berlin", callback_data="b" * 65)]]))
+        with pytest.raises(BadRequest, match="Bot_command_invalid"):
+            await bot.set_my_commands([BotCommand("Register-Now", "Register for a meeting")])
+        with pytest.raises(BadRequest, match="Command description must be non-empty"):
+            await bot.set_my_commands([BotCommand("register", " ")])
+        await bot.send_message(42, "Pick", reply_markup=InlineKeyboardMarkup(
+            [[InlineKeyboardButton("Berlin", callback_data="b" * 64)]]))
+        await bot.set_my_commands([BotCommand("register", "Register for a meeting")])
+    assert [r.error for r in validate.take_refusals()] == [
+        "Bad Request: BUTTON_DATA_INVALID", "Bad Request: BOT_COMMAND_INVALID",
+        "Bad Request: command description must be non-empty"]

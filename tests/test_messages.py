@@ -9,7 +9,7 @@ import pytest
 
 from handlers import COMMANDS, FORMS
 from messages import Renderer
-from messages.render import UnknownMessage
+from messages.render import ShadowedHelper, UnknownMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = re.compile(r"""(?:Outgoing|UserError|label|render)\(\s*["']([a-z_]+\.[a-z_]+)["']""")
@@ -76,3 +76,18 @@ def test_no_handler_builds_a_reply_from_a_literal_sentence() -> None:
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "handlers").rglob("*.py")
                  if literal.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("helper", ["b", "i", "code", "link"])
+def test_a_context_key_may_not_hide_a_helper(renderer: Renderer, helper: str) -> None:
+    context = {"one_time_code": "ABCD-EFGH", "minutes": 30, helper: "x"}
+    with pytest.raises(ShadowedHelper, match=f"'{helper}' would hide the renderer's helper"):
+        renderer.render("onboarding.link_code", "en", "html", **context)
+
+
+def test_the_readers_time_zone_may_replace_the_default(renderer: Renderer) -> None:
+    from datetime import UTC, datetime
+
+    text = renderer.render("onboarding.code_expired", "en", "plain",
+                           expired=datetime(2018, 3, 2, 9, 0, tzinfo=UTC), tz="Europe/Berlin")
+    assert "2 March 2018, 10:00 (Europe/Berlin)" in text

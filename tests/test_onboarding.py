@@ -66,7 +66,7 @@ async def test_a_made_up_code_is_refused(chat: Transcript) -> None:
 
 async def test_codes_are_stored_only_as_hashes(chat: Transcript, demo_db: Database) -> None:
     await chat.say(f"/invite {FP_CHILE}", as_=COORDINATOR)
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     async with demo_db.transaction() as session:
         stored = list(await session.scalars(select(Invitation.code_hash)))
     assert stored == [code_hash(code)] and code not in stored[0]
@@ -141,10 +141,22 @@ async def test_requests_refuses_bad_verbs_and_unknown_numbers(chat: Transcript) 
     assert chat.keys == ["onboarding.request_unknown"]
 
 
+async def test_link_and_invite_show_the_code_on_every_platform(chat: Transcript) -> None:
+    await chat.say("/link", as_=FP_CHILE)
+    code = chat.last().context["one_time_code"]
+    assert f"Your link code is <code>{code}</code>." in chat.text(fmt="html")
+    assert f"Your link code is `{code}`." in chat.text(fmt="mrkdwn")
+    assert f"/start {code}" in chat.text() and "within 30 minutes" in chat.text()
+    await chat.say(f"/invite {FP_CHILE}", as_=COORDINATOR)
+    code = chat.last().context["one_time_code"]
+    assert f"): <code>{code}</code>" in chat.text(fmt="html")
+    assert f"They send /start {code} to the bot" in chat.text()
+
+
 async def test_link_binds_a_second_platform_to_the_same_person(chat: Transcript) -> None:
     await chat.say("/link", as_=FP_CHILE)
     assert chat.keys == ["onboarding.link_code"]
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="T1/U42", platform="slack")
     assert chat.keys == ["onboarding.linked"]
     await chat.say("/whoami", as_="T1/U42", platform="slack")

@@ -199,7 +199,7 @@ async def test_person_linked_from_the_console_sees_the_same_whoami_in_slack(
     core = slack.app.core
     await core.console_identity(FP_CHILE)
     [code_reply] = await core.handle(Incoming("console", FP_CHILE, FP_CHILE, text="/link"))
-    code = code_reply.context["code"]
+    code = code_reply.context["one_time_code"]
 
     await slack.command(f"start {code}")  # a new account redeems a link code with /start
     [linked] = await slack.posts()

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def test_a_postgresql_that_is_down_is_one_clear_line_without_the_password(tmp_pa
     assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot open the database postgresql+asyncpg://fpbot:***@" in lines[0]
+
+
+async def test_an_unopenable_sqlite_file_leaves_no_driver_thread_behind() -> None:
+    """aiosqlite's worker thread, started for a connection that fails, outlives the loop and
+    prints a traceback after the clear line; the check must fail before any is started."""
+    db = Database("sqlite+aiosqlite:////proc/fpbot.db")
+    with pytest.raises(StoreUnavailable, match="unable to open database file"):
+        await db.check()
+    workers = [t.name for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    await db.dispose()
+    assert workers == []
 
 
 async def test_check_raises_store_unavailable() -> None:

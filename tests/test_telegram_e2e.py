@@ -283,6 +283,16 @@ async def test_choice_buttons_skip_and_a_stale_button(world: World) -> None:
     assert "cancelled" in world.fake.messages[(77, message_id(q))]["text"]
 
 
+async def test_a_button_the_bot_no_longer_knows_says_so(world: World) -> None:
+    await world.start()
+    world.say("/help")
+    [help_] = await world.replies(1)
+    world.fake.push_update(world.fake.callback_update(77, "old|layout", message_id(help_)))
+    [answer] = await world.fake.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == ("This button no longer works. Send /help to see what you "
+                                     "can do.")
+
+
 # -- files --------------------------------------------------------------------------------
 async def test_documents_and_photos_reach_the_core_and_big_files_are_refused(
         world: World) -> None:

@@ -196,7 +196,7 @@ async def test_two_reviewers_at_once_one_wins(chat: Transcript, core: Core) -> N
     update_id = await file_update(chat)
     await core.console_identity(COORDINATOR)
     await chat.say("/link", as_=COORDINATOR)  # a second secretariat account, on Slack
-    await chat.say(f"/start {chat.last().context['code']}", as_="T1/U9", platform="slack")
+    await chat.say(f"/start {chat.last().context['one_time_code']}", as_="T1/U9", platform="slack")
     one = Transcript(core, chat.renderer)
     two = Transcript(core, chat.renderer)
     await asyncio.gather(

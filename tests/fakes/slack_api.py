@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from tests.fakes.validate import slack_error
+
 Json = dict[str, Any]
 
 TEAM_ID = "T1"
@@ -55,7 +57,9 @@ class FakeSlackAPI:
 
     Requests must carry ``token`` (``app_token`` for apps.connections.open), else the answer
     is ``invalid_auth``. ``responses[method]`` overrides the canned answer of a method;
-    methods without one answer ``{"ok": true}``. Every request is appended to ``calls``.
+    methods without one answer ``{"ok": true}``. Every request is appended to ``calls``. Blocks
+    and views are first checked as Slack checks them (``tests/fakes/validate.py``): an invalid
+    one is answered ``invalid_blocks`` / ``invalid_arguments``.
     """
 
     token: str = "xoxb-test"
@@ -231,6 +235,8 @@ class FakeSlackAPI:
         expected = self.app_token if method == "apps.connections.open" else self.token
         if token != expected:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if (refusal := slack_error(method, params)) is not None:
+            return 200, refusal, {}
         if method in self.responses:
             return 200, self.responses[method], {}
         handler = getattr(self, "_" + method.replace(".", "_"), None)

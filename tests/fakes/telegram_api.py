@@ -13,7 +13,9 @@ Telegram's JSON envelope, so a real python-telegram-bot ``Application``/``Bot`` 
 
 Parameter decoding: PTB posts form fields as strings (JSON for non-strings), so every value is
 JSON-decoded when possible ("42" -> 42, reply_markup -> dict) except free-text/opaque keys in
-``VERBATIM_KEYS`` (``text="42"`` stays ``"42"``). Text is echoed verbatim (no parse_mode handling).
+``VERBATIM_KEYS`` (``text="42"`` stays ``"42"``). Text is echoed verbatim, but first checked
+as the Bot API checks it (``tests/fakes/validate.py``): a payload Telegram would refuse is
+answered with its 400 ("Bad Request: can't parse entities: ...").
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.validate import telegram_error
 
 JSONDict = dict[str, Any]
 BOT_USER: JSONDict = {"id": 999, "is_bot": True, "first_name": "Focal Points Bot",
@@ -252,6 +256,8 @@ class FakeBotAPI:
                 raise ApiError(401, "Unauthorized")
             if failures := self._failures.get(method.lower()):
                 raise failures.pop(0)
+            if (refusal := telegram_error(method, params)) is not None:
+                raise ApiError(400, refusal)
             result = await self._handlers.get(method.lower(), self._default)(method, params)
         except ApiError as err:
             self.calls.append(Call(method, params, err.status))
