@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from bot.app import BotApp
 from bot.runner import run_until_signalled, serve
 from bot.settings import Settings
 from storage.db import StoreUnavailable, safe_url
-from storage.demo import load_demo
+from storage.demo import demo_people, load_demo
 from storage.invitations import create_invitation
 from storage.models import Person
 from storage.roster import export_roster, import_roster, load_members, set_chair
@@ -93,16 +95,17 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with opened(settings) as app:
         async with app.db.transaction() as session:
             added, report = await load_demo(session, app.clock.now())
+            people = await demo_people(session) if report.ok else []
         if not report.ok:
             print("\n".join(report.errors), file=sys.stderr)
             return 1
         print(f"Demo data loaded into {safe_url(app.db.url)}: {added} members added, "
               f"chairs 2017-2019 (Spain, Germany, Namibia), "
-              f"{report.people_added} demo people added.")
+              f"{report.people_added} of {len(people)} demo people added.")
         print("Demo people (all marked “(demo)”; addresses at demo.invalid):")
-        print("  coordinator@demo.invalid  secretariat (UN-Women)")
-        print("  fp.chile@demo.invalid     focal point of Chile")
-        print("  fp.germany@demo.invalid   focal point of Germany (chair 2018)")
+        width = max(len(email) for email, _ in people)
+        for email, what in people:
+            print(f"  {email:<{width}}  {what}")
         print("Try: fpbot chat --as fp.chile@demo.invalid")
         print("Meetings: two upcoming ones are open for registration (/meetings, /register 1).")
         return 0
@@ -191,6 +194,9 @@ async def _console(app: BotApp, email: str | None) -> int:
     if sys.stdin.isatty():
         print(console.banner() + "\n")
     await app.outbox.deliver_due()
+    resumed = await app.core.form_in_progress("console", user)
+    if resumed is not None:  # a form left open in an earlier session: where it stands
+        console.show([resumed])
     await console.run(outbox_sweep=app.outbox.deliver_due)
     return 0
 
@@ -255,8 +261,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `fpbot chat ... | head`: the reader has gone; leave quietly
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit cannot fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+    sys.exit(main())

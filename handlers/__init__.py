@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, meetings, nap, network, onboarding, review, search, updates
+from handlers import forms, free_text, meetings, nap, network, onboarding, review, search, updates
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -37,7 +37,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
     Command("review", review.review, Access.SECRETARIAT, "help.review",
-            usage="[approve|changes|reject n [text]]", personal=True),
+            usage="[n | approve|changes|reject n [text]]", personal=True),
     Command("requests", onboarding.requests, Access.SECRETARIAT, "help.requests",
             usage="[approve|reject n [reason]]", personal=True),
     Command("participants", meetings.participants, Access.SECRETARIAT, "help.participants",
@@ -51,6 +51,6 @@ FORMS: dict[str, Form] = {
 }
 
 # What a registered person's free text (no command, no open form) becomes.
-FREE_TEXT = updates.offer
+FREE_TEXT = free_text.answer
 
 __all__ = ["COMMANDS", "FORMS", "FREE_TEXT"]

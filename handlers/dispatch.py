@@ -143,6 +143,8 @@ class Core:
             if conv is not None and inc.form_version not in (None, conv.version):
                 return [Outgoing("forms.stale", private=True)]
             return await forms.cancel_command(inc, ctx)
+        if inc.command in (forms.CONTINUE, forms.DROP) and not inc.action:
+            return await self._switch(ctx, conv, inc.command)
         if conv is not None and inc.command in ("back", "skip"):
             inc = replace(inc, action=inc.command, text="")
             ctx.incoming = inc
@@ -151,17 +153,38 @@ class Core:
                 return [Outgoing("forms.none_open")]
             return await forms.proceed(ctx, self.forms[conv.form], conv)
         if inc.command is None:
-            if ctx.person is None:
-                return [Outgoing("errors.not_registered", {"command": ""})]
             if self.free_text is not None and inc.text.strip():
                 return await self.free_text(inc, ctx)
+            if ctx.person is None:
+                return [Outgoing("errors.not_registered", {"command": ""})]
             return [Outgoing("errors.free_text")]
-        replies = await self._run_command(ctx, inc.command)
-        if conv is not None and not any(r.step for r in replies):
+        if conv is None:
+            return await self._run_command(ctx, inc.command)
+        try:
+            async with ctx.session.begin_nested():  # undone if it would replace the open form
+                replies = await self._run_command(ctx, inc.command)
+        except forms.FormSwitch as switch:
+            await ctx.session.refresh(conv)
+            return [await forms.ask_switch(ctx, conv, switch.form)]
+        if not any(r.step for r in replies):
             still = await forms.current(ctx)
-            if still is not None:
-                replies.append(Outgoing("forms.still_open", {"title": forms.title(ctx, still)}))
+            if still is not None:  # show the open question again: there may be none above
+                replies.append(await forms.resume(ctx, self.forms[still.form], still))
         return replies
+
+    async def _switch(self, ctx: Context, conv: Conversation | None, choice: str) -> list[Outgoing]:
+        """The answer to "continue the open form, or drop it and start the new one?"."""
+        if conv is None:
+            return [Outgoing("forms.none_open")]
+        form = self.forms[conv.form]
+        if choice == forms.CONTINUE:
+            return [await forms.resume(ctx, form, conv)]
+        waiting = await forms.take_switch(ctx, conv)
+        if waiting is None:  # an old Drop button: the form has moved on since; drop nothing
+            return [Outgoing("forms.stale", private=True), await forms.resume(ctx, form, conv)]
+        ctx.incoming = replace(ctx.incoming, text=waiting)
+        dropped = Outgoing("forms.cancelled", {"title": ctx.label(form.title)})
+        return [dropped, *await self._run_command(ctx, ctx.incoming.command or "")]
 
     async def _run_command(self, ctx: Context, name: str) -> list[Outgoing]:
         command = self.commands.get(name)
@@ -270,6 +293,16 @@ class Core:
         async with self.db.transaction() as session:
             ctx = await self._context(session, inc)
             return self._finish(ctx, [await dashboard(ctx)])[0]
+
+    async def form_in_progress(self, platform: str, user_id: str) -> Outgoing | None:
+        """The question of the form an account left open, shown again (a new console session)."""
+        inc = Incoming(platform=platform, user_id=user_id, chat_id="")
+        async with self.db.transaction() as session:
+            ctx = await self._context(session, inc)
+            conv = await forms.current(ctx)
+            if conv is None or conv.form not in self.forms:
+                return None
+            return self._finish(ctx, [await forms.resume(ctx, self.forms[conv.form], conv)])[0]
 
     async def account_of_chat(self, platform: str, chat_id: str) -> str | None:
         """The account (platform user id) whose private chat is `chat_id`, if known."""

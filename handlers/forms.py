@@ -2,7 +2,9 @@
 
 The state of a form being filled lives in the `conversation` table, so a restart or a second
 instance loses nothing. A wrong answer re-asks the same step with the reason; `/cancel` (or the
-Cancel button) drops the form; Back returns to the previous step.
+Cancel button) drops the form; Back returns to the previous step. A form is never replaced
+without asking: a command that would open another while one is open raises `FormSwitch`, and
+the person chooses to continue the open form or drop it for the new one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +24,7 @@ from handlers.types import Choice, FieldView, FormStep, FormView, Incoming, Outg
 from storage.models import Conversation
 
 ChoicesFn = Callable[[Context, dict[str, Any]], Awaitable[Sequence[Choice]]]
+Condition = Callable[[dict[str, Any]], bool]
 Validator = Callable[[Context, str, dict[str, Any]], Awaitable[str]]
 Submit = Callable[[Context, dict[str, Any]], Awaitable[list[Outgoing]]]
 
@@ -52,8 +55,11 @@ class Field:
     choices: ChoicesFn | None = None
     validate: Validator | None = None
     hint: str | None = None  # message key of a hint shown under the question
-    # Asked only when this holds of the answers so far (a modal shows it, optional, always).
-    when: Callable[[dict[str, Any]], bool] | None = None
+    # Asked step by step only when true of the answers before it; a whole form (a modal)
+    # always shows the field and keeps its answer only when true at submit.
+    only_if: Condition | None = None
+    # The context the question and its hint are rendered with, from the answers so far.
+    context: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,22 +82,30 @@ class Form:
         return [f.name for f in self.fields].index(name)
 
 
+class FormSwitch(Exception):
+    """A command would open `form` while another form is open: the person is asked first."""
+
+    def __init__(self, form: Form) -> None:
+        super().__init__(form.name)
+        self.form = form
+
+
 async def _choices(ctx: Context, field: Field, answers: dict[str, Any]) -> tuple[Choice, ...]:
     return tuple(await field.choices(ctx, answers)) if field.choices else ()
 
 
-async def _view(ctx: Context, field: Field, answers: dict[str, Any],
-                whole: bool = False) -> FieldView:
+async def _view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldView:
     choices = await _choices(ctx, field, answers)
+    context = field.context(answers) if field.context else {}
     return FieldView(
         name=field.name,
-        label=ctx.label(field.label),
+        label=ctx.label(field.label, **context),
         kind=field.kind,
-        required=field.required and not (whole and field.when),
+        required=field.required,
         max_length=field.max_length,
         choices=choices,
         value=_shown(answers.get(field.name, "")),
-        hint=ctx.label(field.hint) if field.hint else "",
+        hint=ctx.label(field.hint, **context) if field.hint else "",
     )
 
 
@@ -102,14 +116,21 @@ def _shown(value: Any, choices: Sequence[Choice] = ()) -> str:
     return next((c.label for c in choices if c.value == str(value)), str(value))
 
 
-def _asked(form: Form, answers: dict[str, Any], whole: bool = False) -> list[str]:
+def _asked(form: Form, answers: dict[str, Any], *, whole: bool = False) -> list[str]:
     """The names of the fields this form asks, in order (fields given beforehand are not).
 
-    Step by step, a conditional field is asked only once the answers before it call for it;
-    a whole form (a modal) shows every conditional field."""
+    Step by step, a conditional field is asked only when its condition holds; `whole` (a
+    modal) lists it always.
+    """
     given = set(answers.get(SKIP, ()))
-    return [f.name for f in form.fields
-            if f.name not in given and (f.when is None or whole or f.when(answers))]
+    return [f.name for f in form.fields if f.name not in given
+            and (whole or f.only_if is None or f.only_if(answers))]
+
+
+def _final(form: Form, answers: dict[str, Any]) -> dict[str, Any]:
+    """The answers `submit` gets: not the bookkeeping, nor a condition's field it does not hold."""
+    dropped = {f.name for f in form.fields if f.only_if is not None and not f.only_if(answers)}
+    return {k: v for k, v in answers.items() if k != SKIP and k not in dropped}
 
 
 def add_files(ctx: Context, field: Field, answers: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,20 +204,28 @@ async def current(ctx: Context) -> Conversation | None:
     return await _conversation(ctx)
 
 
+def position(form: Form, conv: Conversation) -> tuple[int, int]:
+    """Where the form stands: the question asked now (from 1), out of how many."""
+    asked = _asked(form, conv.answers)
+    return asked.index(conv.step) + 1, len(asked)
+
+
 async def _ask(
-    ctx: Context, form: Form, conv: Conversation, error: UserError | None = None
+    ctx: Context, form: Form, conv: Conversation, error: UserError | None = None, *,
+    resumed: bool = False, lead: str = "",
 ) -> Outgoing:
+    """The current question; `resumed` when it is shown again after something else, `lead` a
+    plain sentence to show above it."""
     field = form.field(conv.step)
     view = await _view(ctx, field, conv.answers)
-    asked = _asked(form, conv.answers)
-    position = asked.index(field.name)
+    index, total = position(form, conv)
     step = FormStep(
         form=form.name,
         title=ctx.label(form.title),
         field=view,
-        index=position + 1,
-        total=len(asked),
-        can_go_back=position > 0,
+        index=index,
+        total=total,
+        can_go_back=index > 1,
         version=conv.version,
         message_ref=conv.message_ref,
     )
@@ -206,12 +235,18 @@ async def _ask(
         {"title": step.title, "question": view.label, "hint": view.hint,
          "index": step.index, "total": step.total, "optional": not field.required,
          "current": _shown(conv.answers.get(field.name, ""), view.choices),
-         "files": field.kind == "files"},
+         "files": field.kind == "files", "resumed": resumed, "lead": lead},
         choices=view.choices,
         step=step,
         errors=errors,
         private=True,
     )
+
+
+async def _whole_view(ctx: Context, field: Field, answers: dict[str, Any]) -> FieldView:
+    """A field as a modal shows it: a conditional one is optional there (checked at submit)."""
+    shown = await _view(ctx, field, answers)
+    return replace(shown, required=False) if field.only_if is not None else shown
 
 
 async def view(ctx: Context, form: Form, answers: dict[str, Any] | None = None) -> FormView:
@@ -222,7 +257,7 @@ async def view(ctx: Context, form: Form, answers: dict[str, Any] | None = None) 
         form=form.name,
         title=ctx.label(form.title),
         submit_label=ctx.label(form.submit_label),
-        fields=tuple([await _view(ctx, form.field(name), answers, whole=True)
+        fields=tuple([await _whole_view(ctx, form.field(name), answers)
                       for name in _asked(form, answers, whole=True)]),
         version=conv.version if conv else 0,
     )
@@ -234,20 +269,21 @@ async def start(
     answers: dict[str, Any] | None = None,
     *,
     given: tuple[str, ...] = (),
+    lead: str = "",
 ) -> Outgoing:
-    """Open `form` for the caller (replacing any form left half-done) and ask its first step.
+    """Open `form` for the caller and ask its first step.
 
     `answers` fill fields beforehand (an edit shows them as current values); the fields named
-    in `given` are not asked at all. Keys that are not fields are kept for `submit`.
+    in `given` are not asked at all. Keys that are not fields are kept for `submit`. `lead` is
+    a plain sentence shown above the first question, in the same message as its buttons.
+    Raises `FormSwitch` when the caller has a form open: nothing is replaced without asking.
     """
     answers = {**(answers or {}), SKIP: list(given)}
     inc = ctx.incoming
-    conv = await _conversation(ctx)
+    if await _conversation(ctx) is not None:
+        raise FormSwitch(form)
     # A fresh, unguessable-enough start: a button of a form gone can never fit a new one.
     version = secrets.randbelow(900_000) + 100_000
-    if conv is not None:
-        await ctx.session.delete(conv)
-        await ctx.session.flush()
     conv = Conversation(
         platform=inc.platform,
         user_id=inc.user_id,
@@ -260,7 +296,7 @@ async def start(
     )
     ctx.session.add(conv)
     await ctx.session.flush()
-    out = await _ask(ctx, form, conv)
+    out = await _ask(ctx, form, conv, lead=lead)
     whole = await view(ctx, form, conv.answers)
     return Outgoing(out.key, out.context, out.choices, out.step, whole, private=True)
 
@@ -290,6 +326,50 @@ async def cancel_command(msg: Incoming, ctx: Context) -> list[Outgoing]:
     return [Outgoing("forms.cancelled", {"title": title(ctx, conv)}, closes_form=True)]
 
 
+# The commands of the question a FormSwitch asks (handled by the dispatcher, as /back is).
+CONTINUE, DROP = "continue", "drop"
+
+
+async def ask_switch(ctx: Context, conv: Conversation, new: Form) -> Outgoing:
+    """Ask whether to continue the open form or drop it for `new`; the command waits."""
+    form = ctx.forms[conv.form]
+    conv.switch_to = ctx.incoming.text
+    await ctx.session.flush()
+    index, total = position(form, conv)
+    current_title, new_title = ctx.label(form.title), ctx.label(new.title)
+    return Outgoing(
+        "forms.switch",
+        {"title": current_title, "index": index, "total": total, "new_title": new_title,
+         "same": form.name == new.name},
+        choices=(Choice(f"/{CONTINUE}", ctx.label("forms.continue_button", title=current_title)),
+                 Choice(f"/{DROP}", ctx.label("forms.drop_button", title=current_title,
+                                              new_title=new_title,
+                                              same=form.name == new.name))),
+        private=True,
+    )
+
+
+async def take_switch(ctx: Context, conv: Conversation) -> str | None:
+    """Drop the open form for the command that waits on it; returns that command's text.
+
+    None when no command waits (an old button, the form moved on since): nothing is dropped.
+    """
+    waiting = conv.switch_to
+    if not waiting:
+        return None
+    await ctx.session.delete(conv)
+    await ctx.session.flush()
+    return waiting
+
+
+async def resume(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
+    """The open form's question again, after a command answered in the middle of it."""
+    if conv.switch_to:
+        conv.switch_to = ""
+        await ctx.session.flush()
+    return await _ask(ctx, form, conv, resumed=True)
+
+
 async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing]:
     """Take the caller's answer (or Back) for the current step and move the form on."""
     inc = ctx.incoming
@@ -317,12 +397,12 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     except UserError as err:
         return [await _ask(ctx, form, conv, err)]
     conv.answers = {**conv.answers, field.name: answer}
-    names = _asked(form, conv.answers)  # an answer may bring conditional fields in or out
+    names = _asked(form, conv.answers)  # the answer may bring a conditional question in or out
     i = names.index(conv.step)
     if i + 1 < len(names):
         conv.step = names[i + 1]
         return [await _advance(ctx, form, conv)]
-    answers = {k: v for k, v in conv.answers.items() if k != SKIP}
+    answers = _final(form, conv.answers)
     await ctx.session.delete(conv)
     await ctx.session.flush()
     return await _submit(ctx, form, answers)
@@ -340,6 +420,7 @@ async def _submit(ctx: Context, form: Form, answers: dict[str, Any]) -> list[Out
 async def _advance(ctx: Context, form: Form, conv: Conversation) -> Outgoing:
     conv.version += 1
     conv.updated_at = ctx.now
+    conv.switch_to = ""  # the form moved on: a question about replacing it is answered
     await ctx.session.flush()
     return await _ask(ctx, form, conv)
 
@@ -354,8 +435,8 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
     errors: dict[str, str] = {}
     for name in _asked(form, answers, whole=True):
         field = form.field(name)
-        if field.when is not None and not field.when(answers):
-            answers.pop(field.name, None)  # not asked, given what was answered before it
+        if field.only_if is not None and not field.only_if(answers):
+            answers[field.name] = ""  # not asked for these answers: whatever was typed is moot
             continue
         try:
             answers[field.name] = await check(ctx, field, values.get(field.name), answers)
@@ -364,4 +445,4 @@ async def submit_all(ctx: Context, form: Form, values: dict[str, str]) -> list[O
     if errors:
         return [Outgoing("forms.invalid", {"count": len(errors)}, errors=errors, private=True)]
     await cancel(ctx)
-    return await _submit(ctx, form, {k: v for k, v in answers.items() if k != SKIP})
+    return await _submit(ctx, form, _final(form, answers))

@@ -506,10 +506,10 @@ REGISTER_FORM = Form(
     title="meetings.register_title",
     fields=(
         Field("attendee", "meetings.ask_attendee", kind="choice", choices=_attendee_choices),
-        Field("name", "meetings.ask_delegate_name", max_length=120, when=_delegate),
+        Field("name", "meetings.ask_delegate_name", max_length=120, only_if=_delegate),
         Field("email", "meetings.ask_delegate_email", kind="email", max_length=254,
-              when=_delegate),
-        Field("title", "meetings.ask_delegate_title", max_length=120, when=_delegate),
+              only_if=_delegate),
+        Field("title", "meetings.ask_delegate_title", max_length=120, only_if=_delegate),
         Field("delegation_role", "meetings.ask_delegation_role", kind="choice",
               choices=_delegation_choices),
         Field("accessibility", "meetings.ask_accessibility", kind="multiline", required=False,

@@ -9,11 +9,14 @@ from sqlalchemy import select, update
 from handlers import forms
 from handlers.context import Context
 from handlers.forms import Field, Form
-from handlers.network import member_by_code, resolve_member
+from handlers.network import find_member, member_by_code
 from handlers.types import Choice, Incoming, Outgoing, UserError
 from storage.invitations import code_hash, create_invitation
 from storage.models import Identity, Invitation, MembershipRequest, Person, Role, RoleName
 from storage.outbox import resume_waiting
+from storage.roster import REGIONS, add_member
+
+NEW_MEMBER = "new:"  # the membership form's answer for a member not yet in the Network
 
 
 async def issue_code(ctx: Context, person: Person, purpose: str) -> tuple[str, Invitation]:
@@ -101,7 +104,7 @@ async def start(msg: Incoming, ctx: Context) -> list[Outgoing]:
     )
     if pending is not None:
         return [Outgoing("onboarding.request_pending", {"id": pending.id,
-                                                        "member": pending.member.name})]
+                                                        "member": pending.member_name})]
     return [Outgoing("onboarding.hello"), await forms.start(ctx, MEMBERSHIP_FORM)]
 
 
@@ -141,14 +144,45 @@ async def invite(msg: Incoming, ctx: Context) -> list[Outgoing]:
     ]
 
 
+def new_member(answers: dict[str, Any]) -> str:
+    """The name of the new member a membership form asks for; "" for one of the Network's."""
+    value = str(answers.get("member") or "")
+    return value.removeprefix(NEW_MEMBER) if value.startswith(NEW_MEMBER) else ""
+
+
+async def _member_or_new(ctx: Context, value: str, answers: dict[str, Any]) -> str:
+    """Form validator: a member of the Network (its code), or the name of a new member."""
+    name = " ".join(value.removeprefix(NEW_MEMBER).split())
+    member = await find_member(ctx.session, name)
+    if member is not None:
+        return member.code
+    if sum(ch.isalpha() for ch in name) < 2:
+        raise UserError("onboarding.bad_member_name", text=name)
+    return NEW_MEMBER + name
+
+
+async def _regions(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
+    return [Choice(key, ctx.label(f"onboarding.region_{key}")) for key in REGIONS]
+
+
+def _request_details(ctx: Context, request: MembershipRequest) -> dict[str, Any]:
+    """What the messages about a request say of its member."""
+    region = request.new_member_region if request.member_id is None else ""
+    return {"member": request.member_name, "new_member": request.member_id is None,
+            "region": ctx.label(f"onboarding.region_{region}") if region in REGIONS else ""}
+
+
 async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     inc = ctx.incoming
-    member = await member_by_code(ctx.session, answers["member"])
+    name = new_member(answers)
+    member = None if name else await member_by_code(ctx.session, answers["member"])
     request = MembershipRequest(
         platform=inc.platform,
         user_id=inc.user_id,
         chat_id=inc.chat_id,
-        member_id=member.id,
+        member_id=member.id if member else None,
+        new_member=name,
+        new_member_region=answers.get("region", "") if name else "",
         name=answers["name"],
         title=answers["title"],
         ministry=answers["ministry"],
@@ -157,13 +191,16 @@ async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoin
     )
     ctx.session.add(request)
     await ctx.session.flush()
-    await ctx.audit("membership.requested", f"request:{request.id}", member=member.code)
+    await ctx.session.refresh(request, ["member"])
+    await ctx.audit("membership.requested", f"request:{request.id}",
+                    member=member.code if member else "", new_member=name)
     known = await ctx.session.scalar(select(Person).where(Person.email == request.email))
+    details = _request_details(ctx, request)
     told = await ctx.notify_secretariat(
         Outgoing(
             "onboarding.request_for_secretariat",
             {"id": request.id, "name": request.name, "title": request.title,
-             "ministry": request.ministry, "email": request.email, "member": member.name,
+             "ministry": request.ministry, "email": request.email, **details,
              "platform": inc.platform, "known_as": known.name if known else ""},
             choices=(
                 Choice(f"/requests approve {request.id}", ctx.label("onboarding.approve_button")),
@@ -175,7 +212,7 @@ async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoin
     return [
         Outgoing(
             "onboarding.request_received",
-            {"id": request.id, "member": member.name, "secretariat_told": told > 0},
+            {"id": request.id, **details, "secretariat_told": told > 0},
             closes_form=True,
         )
     ]
@@ -185,8 +222,11 @@ MEMBERSHIP_FORM = Form(
     name="membership",
     title="onboarding.form_title",
     fields=(
-        Field("member", "onboarding.ask_member", validate=resolve_member, max_length=120,
+        Field("member", "onboarding.ask_member", validate=_member_or_new, max_length=120,
               hint="onboarding.ask_member_hint"),
+        Field("region", "onboarding.ask_region", kind="choice", choices=_regions,
+              hint="onboarding.ask_region_hint", only_if=lambda a: bool(new_member(a)),
+              context=lambda a: {"member": new_member(a)}),
         Field("name", "onboarding.ask_name", max_length=120),
         Field("title", "onboarding.ask_title", max_length=120),
         Field("ministry", "onboarding.ask_ministry", max_length=200),
@@ -214,7 +254,7 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
                 "onboarding.requests_list",
                 {"requests": [
                     {"id": r.id, "name": r.name, "title": r.title, "ministry": r.ministry,
-                     "email": r.email, "member": r.member.name, "created": r.created_at}
+                     "email": r.email, **_request_details(ctx, r), "created": r.created_at}
                     for r in pending
                 ]},
                 choices=tuple(
@@ -249,7 +289,7 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
         await ctx.audit("membership.rejected", f"request:{request.id}", reason=request.reason)
         await ctx.notify(
             Outgoing("onboarding.request_rejected",
-                     {"member": request.member.name, "reason": request.reason}),
+                     {"member": request.member_name, "reason": request.reason}),
             platform=request.platform, chat_id=request.chat_id,
         )
         return [Outgoing("onboarding.rejected_done", {"id": request.id, "name": request.name})]
@@ -258,15 +298,20 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
         raise UserError("onboarding.email_belongs_to", id=request.id, email=request.email,
                         name=known.name)
     request.status = "approved"
+    details = _request_details(ctx, request)
+    if request.member_id is None:  # a new member: it joins the Network with its focal point
+        member = await add_member(ctx.session, request.new_member, request.new_member_region)
+        request.member_id = member.id
+        await ctx.audit("member.added", f"member:{member.code}", request=request.id,
+                        region=member.region)
     person = await _approve(ctx, request)
     await ctx.audit("membership.approved", f"request:{request.id}", person=person.id)
     await ctx.notify(
-        Outgoing("onboarding.request_approved",
-                 {"member": request.member.name, "name": person.name}),
+        Outgoing("onboarding.request_approved", {**details, "name": person.name}),
         person=person,
     )
     return [Outgoing("onboarding.approved_done", {"id": request.id, "name": person.name,
-                                                  "member": request.member.name})]
+                                                  **details})]
 
 
 async def _approve(ctx: Context, request: MembershipRequest) -> Person:

@@ -52,16 +52,46 @@ def _buttons(ctx: Context, row: NationalUpdate) -> tuple[Choice, ...]:
     )
 
 
+def _item(ctx: Context, row: NationalUpdate, waiting: int) -> Outgoing:
+    return Outgoing("review.item", {**summary(row, ctx), "waiting": waiting},
+                    choices=_buttons(ctx, row), private=True)
+
+
+async def _not_in_review(ctx: Context, row: NationalUpdate) -> UserError:
+    """Why nothing can be decided on `row` any more: what it is now, and who decided."""
+    decider = await ctx.session.get(Person, row.decided_by) if row.decided_by else None
+    return UserError("review.not_in_review", id=row.id,
+                     status=ctx.label(f"updates.status_{row.status}"),
+                     by=decider.name if decider else "")
+
+
+async def _show(ctx: Context, row: NationalUpdate) -> list[Outgoing]:
+    """One update for review (a notice's Review button): itself if it still waits, else why not."""
+    _, waiting = await _next_in_queue(ctx)
+    if row.status == UpdateStatus.SUBMITTED:
+        return [_item(ctx, row, waiting)]
+    return [Outgoing("review.no_longer_waiting",
+                     {"id": row.id, "title": row.title,
+                      "status": ctx.label(f"updates.status_{row.status}"), "waiting": waiting},
+                     choices=(Choice("/review", ctx.label("review.next_button")),)
+                     if waiting else ())]
+
+
 async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
-    """Show the oldest update waiting for review, or act on one: approve, changes, reject."""
+    """Show the oldest update waiting for review (or one by its number), or act on one:
+    approve, changes, reject."""
     verb, _, rest = msg.args.partition(" ")
     verb = verb.lower()
     if not verb:
         row, waiting = await _next_in_queue(ctx)
         if row is None:
             return [Outgoing("review.queue_empty")]
-        return [Outgoing("review.item", {**summary(row, ctx), "waiting": waiting},
-                         choices=_buttons(ctx, row), private=True)]
+        return [_item(ctx, row, waiting)]
+    if verb.lstrip("#").isdigit() and not rest.strip():
+        shown = await ctx.session.get(NationalUpdate, int(verb.lstrip("#")))
+        if shown is None:
+            raise UserError("updates.unknown", id=verb.lstrip("#"))
+        return await _show(ctx, shown)
     number, _, text = rest.strip().partition(" ")
     number, _, seen = number.lstrip("#").partition("v")  # "12v2": update 12 as seen at version 2
     if verb not in VERBS or not number.isdigit() or (seen and not seen.isdigit()):
@@ -71,9 +101,9 @@ async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
     if row is None:
         raise UserError("updates.unknown", id=update_id)
     if seen and int(seen) != row.version and row.status == UpdateStatus.SUBMITTED:
-        return [Outgoing("review.revised_meanwhile", {"id": row.id}),
-                Outgoing("review.item", {**summary(row, ctx), "waiting": 0},
-                         choices=_buttons(ctx, row), private=True)]
+        return [Outgoing("review.revised_meanwhile", {"id": row.id}), _item(ctx, row, 0)]
+    if row.status != UpdateStatus.SUBMITTED:  # say so now, not after a comment is written
+        raise await _not_in_review(ctx, row)
     text = text.strip()
     if verb == "sections":
         return [Outgoing("review.pick_section", {"id": row.id, "title": row.title},
@@ -105,10 +135,7 @@ async def _decide(ctx: Context, row: NationalUpdate, status: UpdateStatus, *,
     )
     if not getattr(result, "rowcount", 0):
         await ctx.session.refresh(row)
-        decider = await ctx.session.get(Person, row.decided_by) if row.decided_by else None
-        raise UserError("review.not_in_review", id=row.id,
-                        status=ctx.label(f"updates.status_{row.status}"),
-                        by=decider.name if decider else "")
+        raise await _not_in_review(ctx, row)
     await ctx.session.refresh(row)
     await ctx.audit(f"update.{status.value}", f"update:{row.id}", section=section, note=note)
     details: dict[str, Any] = summary(row, ctx)

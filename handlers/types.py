@@ -12,7 +12,9 @@ from datetime import date, datetime
 from typing import Any
 
 PLATFORMS = ("telegram", "slack", "console")
-MAX_TEXT = 4000
+# The longest message the bot takes, and so the longest update: Slack's text inputs and
+# message sections hold 3,000 characters, so the same text fits on every platform.
+MAX_TEXT = 3000
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from handlers import forms
 from handlers.context import Context
 from handlers.forms import Field, Form
 from handlers.network import find_member, member_by_code
-from handlers.types import Choice, Incoming, Outgoing, UserError
+from handlers.types import MAX_TEXT, Choice, Incoming, Outgoing, UserError
 from storage.models import (
     Member,
     NationalUpdate,
@@ -23,7 +23,7 @@ from storage.models import (
 )
 
 MAX_TITLE = 150
-MAX_BODY = 3500
+MAX_BODY = MAX_TEXT  # the update is a message: one limit for both, said in one sentence
 MAX_LINKS = 5
 EDITABLE = frozenset({UpdateStatus.SUBMITTED, UpdateStatus.CHANGES_REQUESTED,
                       UpdateStatus.APPROVED})
@@ -109,18 +109,14 @@ async def offer(msg: Incoming, ctx: Context) -> list[Outgoing]:
     members = ctx.own_members()
     if not members or not msg.private:
         return [Outgoing("errors.free_text")]
-    text = msg.text.strip()
-    answers: dict[str, Any] = {"text": text[:MAX_BODY]}
+    text = msg.text.strip()  # never over MAX_BODY: the dispatcher refuses longer messages
+    answers: dict[str, Any] = {"text": text}
     given: tuple[str, ...] = ("text",)
     if len(members) == 1:
         answers["member"] = members[0].code
         given = ("member", "text")
-    step = await forms.start(ctx, UPDATE_FORM, answers, given=given)
-    return [
-        Outgoing("updates.offer", {"members": [m.name for m in members], "chars": len(text)},
-                 private=True),
-        step,
-    ]
+    lead = ctx.label("updates.offer", members=[m.name for m in members])
+    return [await forms.start(ctx, UPDATE_FORM, answers, given=given, lead=lead)]
 
 
 def _attachments(update_row: NationalUpdate, files: list[dict[str, Any]]) -> list[UpdateAttachment]:
@@ -171,7 +167,8 @@ async def _file(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
                     visibility=row.visibility)
     await ctx.notify_secretariat(Outgoing(
         "updates.for_review", summary(row, ctx),
-        choices=(Choice("/review", ctx.label("updates.review_button")),), private=True))
+        choices=(Choice(f"/review {row.id}", ctx.label("updates.review_button")),),
+        private=True))
     choices = [Choice("/myupdates", ctx.label("updates.mine_button"))]
     if row.category == UpdateCategory.NAP_PROGRESS:
         choices.insert(0, Choice(f"/nap update {member.code}",
@@ -235,16 +232,38 @@ async def _save_edit(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     await ctx.audit("update.edited", f"update:{row.id}", version=row.version)
     await ctx.notify_secretariat(Outgoing(
         "updates.revised_for_review", summary(row, ctx),
-        choices=(Choice("/review", ctx.label("updates.review_button")),), private=True))
+        choices=(Choice(f"/review {row.id}", ctx.label("updates.review_button")),),
+        private=True))
     return [Outgoing("updates.edited", summary(row, ctx), closes_form=True)]
 
 
 async def withdraw(msg: Incoming, ctx: Context) -> list[Outgoing]:
-    """Withdraw one's update; it leaves the review queue and the newsletter."""
-    row = await _own_update(ctx, msg.args)
+    """Withdraw one's update, once asked and confirmed; it leaves the review queue and the
+    newsletter.
+
+    `/withdraw 12` asks, naming the update; its Withdraw button sends `/withdraw 12v3`, the
+    update as it was shown (a version changed since is asked about again), Keep it sends
+    `/withdraw 12 keep`.
+    """
+    number, _, answer = msg.args.partition(" ")
+    number, _, seen = number.lstrip("#").partition("v")
+    if seen and not seen.isdigit():
+        raise UserError("updates.which_update")
+    row = await _own_update(ctx, number)
+    if answer.strip().lower() == "keep":
+        return [Outgoing("updates.kept", {"id": row.id, "title": row.title})]
+    if not seen or int(seen) != row.version:
+        return [Outgoing(
+            "updates.confirm_withdraw",
+            {**summary(row, ctx), "changed": bool(seen)},
+            choices=(Choice(f"/withdraw {row.id}v{row.version}",
+                            ctx.label("updates.withdraw_confirm_button")),
+                     Choice(f"/withdraw {row.id} keep", ctx.label("updates.keep_button"))),
+            private=True)]
     result = await ctx.session.execute(
         update(NationalUpdate)
-        .where(NationalUpdate.id == row.id, NationalUpdate.status.in_(list(EDITABLE)))
+        .where(NationalUpdate.id == row.id, NationalUpdate.version == row.version,
+               NationalUpdate.status.in_(list(EDITABLE)))
         .values(status=UpdateStatus.WITHDRAWN, decided_at=ctx.now,
                 version=NationalUpdate.version + 1)
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,14 +31,27 @@ class StoreUnavailable(Exception):
     """The store cannot be opened; the message is safe to show (no password in it)."""
 
 
+SUPPORTED = "use SQLite (sqlite+aiosqlite:///fpbot.db) or PostgreSQL (postgresql://user:pw@host/db)"
+
+
 def normalise_url(url: str) -> str:
-    """Accept the URLs people paste (postgres://, postgresql://, sqlite://) and pick async drivers."""
-    u = make_url(url)
+    """Accept the URLs people paste (postgres://, postgresql://, sqlite://) and pick async drivers.
+
+    Anything else is refused with one `StoreUnavailable` sentence that never repeats the URL
+    (it may hold a password).
+    """
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise StoreUnavailable(f"DATABASE_URL is not a database URL: {SUPPORTED}") from None
     backend = u.get_backend_name()
     if backend in ("postgres", "postgresql"):
         u = u.set(drivername="postgresql+asyncpg")
     elif backend == "sqlite":
         u = u.set(drivername="sqlite+aiosqlite")
+    else:
+        raise StoreUnavailable(f"DATABASE_URL names {backend!r}, which fpbot does not support: "
+                               f"{SUPPORTED}")
     return u.render_as_string(hide_password=False)
 
 

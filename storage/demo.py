@@ -6,13 +6,15 @@ that can never receive mail), and `is_demo` set.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.meetings import load_demo_meetings
-from storage.models import Person
+from storage.models import Chair, Member, Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
 
 DEMO_ROSTER = """\
@@ -42,3 +44,21 @@ async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportRe
         )
         await load_demo_meetings(session, now)
     return added, report
+
+
+async def demo_people(session: AsyncSession) -> list[tuple[str, str]]:
+    """Each demo person's e-mail and what they are, in roster order (for `fpbot demo`)."""
+    names = {m.code: m.name for m in await session.scalars(select(Member))}
+    chairs: dict[str, list[int]] = {}
+    for chair in await session.scalars(select(Chair).order_by(Chair.year)):
+        chairs.setdefault(chair.member.code, []).append(chair.year)
+    people = []
+    for row in csv.DictReader(io.StringIO(DEMO_ROSTER)):
+        role = row["role"].replace("_", " ")
+        codes = [c for c in row["members"].split(";") if c]
+        what = f"{role} of {', '.join(names.get(c, c) for c in codes)}" if codes else role
+        years = [str(y) for c in codes for y in chairs.get(c, [])]
+        if years:
+            what += f" (chair {', '.join(years)})"
+        people.append((row["email"], f"{what}: {row['name']}"))
+    return people

@@ -154,14 +154,20 @@ class Invitation(Base):
 
 
 class MembershipRequest(Base):
-    """Someone asking to join as a member's focal point, waiting for the secretariat."""
+    """Someone asking to join as a member's focal point, waiting for the secretariat.
+
+    The member is one of the Network's, or (no `member_id`) a new one, named in `new_member`
+    with its region: approving the request adds it to the Network.
+    """
 
     __tablename__ = "membership_request"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     platform: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[str] = mapped_column(String(64))
     chat_id: Mapped[str] = mapped_column(String(64), default="")
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    new_member: Mapped[str] = mapped_column(String(120), default="")
+    new_member_region: Mapped[str] = mapped_column(String(64), default="")
     name: Mapped[str] = mapped_column(String(120))
     title: Mapped[str] = mapped_column(String(120))
     ministry: Mapped[str] = mapped_column(String(200))
@@ -172,7 +178,12 @@ class MembershipRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
 
-    member: Mapped[Member] = relationship(lazy="joined")
+    member: Mapped[Member | None] = relationship(lazy="joined")
+
+    @property
+    def member_name(self) -> str:
+        """The member asked for: one of the Network's, or the new one's name."""
+        return self.member.name if self.member is not None else self.new_member
 
 
 class AuditEntry(Base):
@@ -202,6 +213,8 @@ class Conversation(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # A command that would open another form, waiting for "continue or drop?" (issue 8).
+    switch_to: Mapped[str] = mapped_column(Text, default="")
 
 
 class InboxItem(Base):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,17 @@ LOCALES = ("en", "fr", "es")
 
 # The chairs named in the Technical Operative Guidelines (December 2017).
 GUIDELINE_CHAIRS = {2017: "spain", 2018: "germany", 2019: "namibia"}
+
+# The regions of members.csv: the UN regional groups of States, and the regional organizations.
+REGIONS = {
+    "african": "African States",
+    "asia_pacific": "Asia-Pacific States",
+    "eastern_european": "Eastern European States",
+    "latin_american_caribbean": "Latin American and Caribbean States",
+    "western_european_other": "Western European and other States",
+    "regional_organization": "Regional organizations",
+}
+REGIONAL_ORGANIZATION = "regional_organization"
 
 
 @dataclass
@@ -59,6 +71,28 @@ async def load_members(session: AsyncSession, path: Path = MEMBERS_CSV, *, demo:
             added += 1
     await session.flush()
     return added
+
+
+def _code_for(name: str) -> str:
+    """A member code from its name: `Côte d'Ivoire` -> `cote-d-ivoire`."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:28].strip("-") or "member"
+
+
+async def add_member(session: AsyncSession, name: str, region: str) -> Member:
+    """A new member of the Network (`region`: a key of REGIONS), or the one already so named."""
+    existing = await session.scalar(select(Member).where(Member.name == name))
+    if existing is not None:
+        return existing
+    base = _code_for(name)
+    taken = set(await session.scalars(select(Member.code).where(Member.code.startswith(base))))
+    code = next(c for n in range(1, len(taken) + 2)
+                if (c := base if n == 1 else f"{base}-{n}") not in taken)
+    kind = "regional_organization" if region == REGIONAL_ORGANIZATION else "state"
+    member = Member(code=code, name=name, kind=kind, region=REGIONS[region])
+    session.add(member)
+    await session.flush()
+    return member
 
 
 async def set_chair(session: AsyncSession, year: int, member_code: str) -> None:

@@ -35,8 +35,11 @@ async def test_an_unregistered_person_gets_the_onboarding_hint(chat: Transcript)
     await chat.say("/whoami", as_="tg-1001", platform="telegram")
     assert chat.keys == ["errors.not_registered"]
     assert "/start" in chat.text()
-    await chat.say("hello there", as_="tg-1001", platform="telegram")
+    await chat.say("Chile adopted its second national action plan", as_="tg-1001",
+                   platform="telegram")
     assert chat.keys == ["errors.not_registered"]
+    await chat.say("hello there", as_="tg-1001", platform="telegram")  # a greeting: the help
+    assert chat.keys == ["network.help"] and "Send /start to join" in chat.text()
 
 
 async def test_a_focal_point_cannot_use_secretariat_commands(chat: Transcript) -> None:
@@ -79,5 +82,7 @@ async def test_troika_is_derived_from_the_chairs(chat: Transcript) -> None:
 
 
 async def test_free_text_from_someone_with_no_member_points_to_help(chat: Transcript) -> None:
-    await chat.say("Good morning", as_=COORDINATOR)
+    await chat.say("Notes for the meeting with the troika next week", as_=COORDINATOR)
     assert chat.keys == ["errors.free_text"]
+    await chat.say("Good morning", as_=COORDINATOR)
+    assert chat.keys == ["network.help"]

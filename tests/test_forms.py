@@ -130,7 +130,9 @@ async def test_a_command_mid_form_is_answered_and_the_form_stays(sample_chat: Tr
     chat = sample_chat
     await chat.say("/sample", as_=FP_CHILE)
     await chat.say("/whoami", as_=FP_CHILE)
-    assert chat.keys == ["network.whoami", "forms.still_open"]
+    assert chat.keys == ["network.whoami", "forms.question"]  # the question again, below
+    assert "You are still filling in Membership request" in chat.text()
+    assert "answer the question above" not in chat.text().lower()
     await chat.say("event", as_=FP_CHILE)
     assert chat.last().step is not None and chat.last().step.field.name == "title"
 

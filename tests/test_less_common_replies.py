@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -163,13 +164,14 @@ class Terminal(io.StringIO):
         return True
 
 
-async def test_the_console_shows_prompts_controls_notices_and_files(core: Core,
-                                                                     renderer: Renderer) -> None:
+async def test_the_console_shows_prompts_controls_notices_and_files(
+        core: Core, renderer: Renderer, tmp_path: Path) -> None:
     person = await core.console_identity(FP_CHILE)
     assert person is not None
     out = io.StringIO()
     console = ConsoleAdapter(core, renderer, user=person.email, display_name=person.name,
-                             stdin=Terminal("/update\n/quit\n"), stdout=out)
+                             stdin=Terminal("/update\n/quit\n"), stdout=out,
+                             files_dir=tmp_path / "files")
     assert console.banner() == ("Focal Points Bot console, as Catalina Rojas (demo) "
                                 "<fp.chile@demo.invalid>. Try /help; Ctrl-D leaves.")
     await console.run()
@@ -179,4 +181,6 @@ async def test_the_console_shows_prompts_controls_notices_and_files(core: Core,
     console.show([Outgoing("forms.back", file=OutFile("nap.csv", "text/csv", b"a,b\n"))])
     lines = out.getvalue().splitlines()
     assert "you> [notice]" in lines and "Next" in lines  # after the prompt /quit left
-    assert "  [file nap.csv, 4 bytes]" in lines
+    saved = tmp_path / "files" / "nap.csv"
+    assert f"  [file nap.csv, 4 bytes, saved as {saved}]" in lines
+    assert saved.read_bytes() == b"a,b\n"

@@ -235,11 +235,13 @@ async def test_start_opens_a_modal_whose_errors_land_on_their_fields(slack: Slac
     assert opened.params["trigger_id"] == "trigger-1"
     assert view["type"] == "modal" and view["callback_id"] == "form:membership"
     assert view["title"]["text"] == "Membership request"
-    assert [b["block_id"] for b in view["blocks"]] == ["member", "name", "title", "ministry", "email"]
-    assert view["blocks"][4]["element"]["type"] == "email_text_input"
+    assert [b["block_id"] for b in view["blocks"]] == ["member", "region", "name", "title",
+                                                        "ministry", "email"]
+    assert view["blocks"][5]["element"]["type"] == "email_text_input"
+    assert view["blocks"][1]["optional"] is True  # the region: only for a new member
     assert view["blocks"][0]["hint"]["text"].startswith("For example")
     [hello] = await slack.posts()
-    assert "five short questions" in text_of(hello)
+    assert "a few short questions" in text_of(hello)
     await slack.settled()
 
     good = {"member": "Chile", "name": "Ana Pérez", "title": "Adviser",
@@ -390,7 +392,7 @@ async def test_a_dm_goes_to_the_core_and_is_answered_there(
 
 
 async def test_a_stranger_writing_in_the_dm_is_told_how_to_join(slack: Slack) -> None:
-    await slack.dm("hello there")
+    await slack.dm("Chile adopted its second national action plan")
 
     [post] = await slack.posts()
     assert "I don't know you yet" in text_of(post) and "/fp start" in text_of(post)

@@ -172,7 +172,7 @@ async def test_membership_form_with_back_and_text_answers(world: World) -> None:
     await world.start()
     world.say("/start")
     hello, q1 = await world.replies(2)
-    assert "five short questions" in hello.params["text"]
+    assert "a few short questions" in hello.params["text"]
     assert "<b>Membership request</b> · 1/5" in q1.params["text"]
     cancel = buttons(world.fake, 77, message_id(q1))
     assert list(cancel) == ["Cancel"] and re.fullmatch(r"x\|\d+", cancel["Cancel"])
@@ -269,8 +269,12 @@ async def test_choice_buttons_skip_and_a_stale_button(world: World) -> None:
     [_, now] = await world.replies(2)
     assert "2/3" in now.params["text"] and "Back" in buttons(world.fake, 77, message_id(now))
 
-    world.say("/survey")  # start again from a fresh message
-    [*_, q] = await world.replies(3)
+    world.say("/survey")  # start again from a fresh message: asked first, then dropped
+    [*_, ask] = await world.replies(3)
+    assert "Continue it, or drop it and start it again?" in ask.params["text"]
+    world.press(77, message_id(ask), "Drop it, start again")
+    [*_, dropped, q] = await world.replies(5)
+    assert "cancelled" in dropped.params["text"]
     world.press(77, message_id(q), "The long one")
     await world.replies(3, "editMessageText")
     world.press(77, message_id(q), "The long one")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -91,7 +92,9 @@ class ConsoleAdapter:
             print(file=self.stdout)
             if not notice:
                 self.in_form = out.step is not None
-            if out.choices:
+            if out.step is not None:
+                self.buttons = []  # a question's choices are answers, never command buttons
+            elif out.choices:
                 self.buttons = list(out.choices)
         self.stdout.flush()
 
@@ -119,11 +122,11 @@ class ConsoleAdapter:
     async def run(self, outbox_sweep: object | None = None) -> None:
         """Converse until end of input (Ctrl-D) or /quit."""
         interactive = self.stdin.isatty()
-        loop = asyncio.get_running_loop()
+        lines = self._lines()
         while True:
             if interactive:
                 print(self._say("console.prompt"), end=" ", file=self.stdout, flush=True)
-            line = await loop.run_in_executor(None, self.stdin.readline)
+            line = await lines.get()
             if not line:
                 break
             if line.strip() in ("/quit", "/exit"):
@@ -133,3 +136,28 @@ class ConsoleAdapter:
             await self.say(line)
             if outbox_sweep is not None:
                 await outbox_sweep()  # type: ignore[operator]
+
+    def _lines(self) -> asyncio.Queue[str]:
+        """Input lines, read by a daemon thread: a blocked read never holds up Ctrl-C or exit.
+
+        (A read in the loop's default executor would: `asyncio.run` waits for it to return,
+        that is for the next Enter, before it lets the program end.)
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    line = self.stdin.readline()
+                except (OSError, ValueError):  # stdin closed under us
+                    line = ""
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
+                except RuntimeError:  # the loop is gone: the console has ended
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return queue
