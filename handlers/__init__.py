@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, nap, network, onboarding, review, search, updates
+from handlers import forms, nap, network, newsletter, onboarding, review, search, updates, voices
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -31,12 +31,17 @@ COMMANDS: tuple[Command, ...] = (
             usage="[approve|changes|reject n [text]]", personal=True),
     Command("requests", onboarding.requests, Access.SECRETARIAT, "help.requests",
             usage="[approve|reject n [reason]]", personal=True),
+    Command("editions", newsletter.list_editions, Access.SECRETARIAT, "help.editions"),
+    Command("edition", newsletter.edition, Access.SECRETARIAT, "help.edition",
+            usage="new|N [move|drop|add|spotlight|close|publish ...]"),
+    Command("newsletter", newsletter.newsletter, Access.SECRETARIAT, "help.newsletter",
+            usage="[N] [html|md|docx|preview|archive]"),
 )
 
 FORMS: dict[str, Form] = {
     form.name: form
     for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
-                 nap.NAP_FORM)
+                 nap.NAP_FORM, newsletter.EDITION_FORM, voices.VOICE_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

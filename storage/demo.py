@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.edition_demo import load_demo_edition
 from storage.models import Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
 
@@ -29,8 +30,12 @@ wilpf@demo.invalid,Sofia Lindqvist (demo),civil_society,,Programme Manager,Women
 DEMO_DOMAIN = "@demo.invalid"
 
 
-async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportReport]:
-    """Load members, chairs and demo people; safe to run again."""
+async def load_demo(session: AsyncSession, now: datetime, *,
+                    newsletter: bool = False) -> tuple[int, ImportReport]:
+    """Load members, chairs and demo people; safe to run again.
+
+    `newsletter` adds newsletter edition 1 with its demo updates and NAP statuses (`fpbot demo`).
+    """
     added = await load_members(session)
     for year, code in GUIDELINE_CHAIRS.items():
         await set_chair(session, year, code)
@@ -39,4 +44,6 @@ async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportRe
         await session.execute(
             update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
+        if newsletter:
+            await load_demo_edition(session, now)
     return added, report
