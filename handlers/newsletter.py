@@ -106,7 +106,7 @@ async def _show(ctx: Context, found: Edition) -> Outgoing:
         if in_section:
             sections.append({"heading": ctx.label(f"newsletter.heading_{key}"),
                              "count": len(in_section),
-                             "items": [{"id": r.id, "title": r.title, "source": r.source,
+                             "entries": [{"id": r.id, "title": r.title, "source": r.source,
                                         "network_only": r.visibility == Visibility.NETWORK}
                                        for r in in_section]})
     frozen = found.status == EditionStatus.PUBLISHED

@@ -167,11 +167,18 @@ def _stage(renderer: Renderer, language: str, stage: str, plan: int | None,
 
 
 async def _focal_points(session: AsyncSession, member_id: int) -> list[Person]:
-    return list(await session.scalars(
-        select(Person).join(Role, Role.person_id == Person.id)
+    """The member's focal points, then its alternates, each by name."""
+    rows = await session.execute(
+        select(Person, Role.role).join(Role, Role.person_id == Person.id)
         .where(Role.member_id == member_id,
-               Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE]))
-        .order_by(Role.role.desc(), Person.name).distinct()))
+               Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE])))
+    rank = {RoleName.FOCAL_POINT: 0, RoleName.ALTERNATE: 1}
+    best: dict[int, tuple[int, Person]] = {}
+    for person, role in rows:
+        r = rank[RoleName(role)]
+        if person.id not in best or r < best[person.id][0]:
+            best[person.id] = (r, person)
+    return [p for _, p in sorted(best.values(), key=lambda rp: (rp[0], rp[1].name))]
 
 
 async def _spotlight(session: AsyncSession, edition: Edition, rows: list[NationalUpdate],

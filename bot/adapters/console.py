@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from bot.adapters.rendering import message_text
 from handlers.dispatch import Core
-from handlers.types import Choice, Incoming, Outgoing
+from handlers.types import Choice, Incoming, OutFile, Outgoing
 from messages import Renderer
 
 ANONYMOUS = "local"
@@ -35,6 +36,7 @@ class ConsoleAdapter:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         locale: str = "en",
+        files_dir: Path = Path("files"),
     ) -> None:
         self.core = core
         self.renderer = renderer
@@ -43,6 +45,7 @@ class ConsoleAdapter:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.locale = locale
+        self.files_dir = files_dir  # where files the bot sends are written
         self.buttons: list[Choice] = []
         self.in_form = False
 
@@ -82,7 +85,8 @@ class ConsoleAdapter:
                 lines.append("  " + self._say("console.controls", controls=controls))
             if out.file is not None:
                 lines.append("  " + self._say("console.file", name=out.file.name,
-                                       size=len(out.file.content)))
+                                              size=len(out.file.content),
+                                              path=str(self.save(out.file))))
             print("\n".join(lines), file=self.stdout)
             print(file=self.stdout)
             if not notice:
@@ -90,6 +94,13 @@ class ConsoleAdapter:
             if out.choices:
                 self.buttons = list(out.choices)
         self.stdout.flush()
+
+    def save(self, file: OutFile) -> Path:
+        """Write a file the bot sent into the files folder; its path."""
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        path = self.files_dir / Path(file.name).name
+        path.write_bytes(file.content)
+        return path
 
     def _say(self, key: str, **context: object) -> str:
         return self.renderer.render(key, self.locale, "plain", **context)
