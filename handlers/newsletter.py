@@ -107,7 +107,8 @@ async def _show(ctx: Context, found: Edition) -> Outgoing:
             sections.append({"heading": ctx.label(f"newsletter.heading_{key}"),
                              "count": len(in_section),
                              "entries": [{"id": r.id, "title": r.title, "source": r.source,
-                                        "network_only": r.visibility == Visibility.NETWORK}
+                                        "network_only": r.visibility == Visibility.NETWORK,
+                                        "chatham": r.visibility == Visibility.CHATHAM}
                                        for r in in_section]})
     frozen = found.status == EditionStatus.PUBLISHED
     choices = [Choice(f"/newsletter {found.number} {fmt}", fmt) for fmt in FORMATS]
