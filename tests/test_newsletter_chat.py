@@ -100,8 +100,7 @@ async def test_approved_updates_go_to_the_collecting_edition_or_the_one_chosen(
         chat: Transcript, edition_db: Database) -> None:
     first = await file_update(chat, "Women generals: a regulation approved")
     await chat.say(f"/review approve {first}", as_=COORDINATOR)
-    assert "Approved #{} for Innovation in policy and practice in newsletter edition 1".format(
-        first) in chat.text()
+    assert f"Approved #{first} for Innovation in policy and practice in newsletter edition 1" in chat.text()
     await chat.say("/edition new", as_=COORDINATOR)
     for answer in ("Edition two", "2018-03-16", "2018-05-31", "2018-05-15", "2018-05-20", "en"):
         await chat.say(answer, as_=COORDINATOR)
@@ -202,8 +201,8 @@ async def test_publishing_freezes_tells_the_authors_and_archives(
         final = await editions.latest_draft(session, edition.id)
         assert final is not None and final.final and "<!DOCTYPE html>" in final.html
     told = await outbox_texts(edition_db, "newsletter.told_published")
-    assert "Your update #{}, Progress indicators in Chile's second national action plan, was " \
-           "published in edition 1".format(chile_item) in "\n".join(told)
+    assert f"Your update #{chile_item}, Progress indicators in Chile's second national action plan, was " \
+           "published in edition 1" in "\n".join(told)
     # Frozen: the author can no longer edit or withdraw, the secretariat no longer move.
     await chat.say(f"/edit {chile_item}", as_=FP_CHILE)
     assert chat.keys == ["updates.not_editable"]
