@@ -33,7 +33,7 @@ COMMANDS: tuple[Command, ...] = (
             usage="[approve|reject n [reason]]", personal=True),
     Command("editions", newsletter.list_editions, Access.SECRETARIAT, "help.editions"),
     Command("edition", newsletter.edition, Access.SECRETARIAT, "help.edition",
-            usage="new|N [move|drop|add|spotlight|close|publish ...]"),
+            usage="new|N [move|drop|add|spotlight|close|publish ...]", personal=True),
     Command("newsletter", newsletter.newsletter, Access.SECRETARIAT, "help.newsletter",
             usage="[N] [html|md|docx|preview|archive]"),
 )

@@ -111,7 +111,8 @@ async def _show(ctx: Context, found: Edition) -> Outgoing:
                                         "chatham": r.visibility == Visibility.CHATHAM}
                                        for r in in_section]})
     frozen = found.status == EditionStatus.PUBLISHED
-    choices = [Choice(f"/newsletter {found.number} {fmt}", fmt) for fmt in FORMATS]
+    choices = [Choice(f"/newsletter {found.number} {fmt}", ctx.label(f"newsletter.format_{fmt}"))
+               for fmt in FORMATS]
     if not frozen:
         choices.append(Choice(f"/newsletter {found.number} preview",
                               ctx.label("newsletter.preview_button")))

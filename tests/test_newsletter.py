@@ -83,7 +83,7 @@ def visible_text(html: str) -> str:
 def without_network_totals(text: str) -> str:
     """The output less the Network's NAP totals by region (which name every region)."""
     start = text.index("National action plans across the Network")
-    end = text.index("In all, ", start)
+    end = text.index("As recorded by focal points: ", start)
     return text[:start] + text[end:]
 
 

@@ -6,6 +6,9 @@ import pytest
 from sqlalchemy import select
 
 from handlers.clock import FrozenClock
+from handlers.dispatch import Core
+from handlers.types import Outgoing
+from messages import Renderer
 from storage import editions
 from storage.db import Database
 from storage.edition_demo import load_demo_edition
@@ -16,10 +19,27 @@ from storage.models import (
     Spotlight,
     UpdateStatus,
 )
-from tests.conftest import COORDINATOR, FP_CHILE, Transcript
+from tests.conftest import COORDINATOR, FP_CHILE
+from tests.conftest import Transcript as BaseTranscript
 
 WILPF = "wilpf@demo.invalid"
 FORMATS = ("plain", "html", "mrkdwn")
+
+
+class Transcript(BaseTranscript):
+    """A transcript that renders every reply on every platform as it arrives."""
+
+    async def say(self, text: str = "", **kwargs: object) -> list[Outgoing]:
+        replies = await super().say(text, **kwargs)  # type: ignore[arg-type]
+        for index in range(len(replies)):
+            for fmt in FORMATS:
+                assert self.text(index, fmt).strip(), (replies[index].key, fmt)
+        return replies
+
+
+@pytest.fixture
+def chat(core: Core, renderer: Renderer) -> Transcript:
+    return Transcript(core, renderer)
 
 
 @pytest.fixture
@@ -122,8 +142,6 @@ async def test_approved_updates_go_to_the_collecting_edition_or_the_one_chosen(
 
 
 async def outbox_texts(db: Database, key: str) -> list[str]:
-    from messages import Renderer
-
     async with db.transaction() as session:
         items = list(await session.scalars(select(OutboxItem).order_by(OutboxItem.id)))
     return [Renderer().render(i.message["key"], "en", "plain", **i.message["context"])
