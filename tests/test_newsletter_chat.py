@@ -288,3 +288,18 @@ async def test_other_people_without_a_member_still_cannot_file(chat: Transcript,
     await chat.say("/cancel", as_=WILPF)
     await chat.say("/update", as_=FP_CHILE)
     assert chat.last().step is not None and chat.last().step.form == "update"
+
+
+async def test_hostile_titles_are_escaped_in_chat_replies(chat: Transcript,
+                                                          edition_db: Database) -> None:
+    hostile = '<script>x</script> "><img onerror=y> {{ 7*7 }} *b* _i_ <!channel> &amp;'
+    item = await file_update(chat, hostile)
+    await chat.say(f"/review approve {item}", as_=COORDINATOR)
+    await chat.say("/edition 1", as_=COORDINATOR)
+    shown = texts(chat)
+    assert hostile in shown["plain"]
+    assert "&lt;script&gt;x&lt;/script&gt; &quot;&gt;&lt;img onerror=y&gt; {{ 7*7 }}" in shown["html"]
+    assert "<script>" not in shown["html"] and "<img" not in shown["html"]
+    assert "&lt;script&gt;x&lt;/script&gt; \"&gt;&lt;img onerror=y&gt; {{ 7*7 }} *b* _i_ " \
+           "&lt;!channel&gt; &amp;amp;" in shown["mrkdwn"]
+    assert "<!channel>" not in shown["mrkdwn"]
