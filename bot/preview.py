@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from handlers.newsletter import read_preview_token
 from handlers.newsletter_draft import as_html, compile_draft
 from storage import editions
-from storage.models import NETWORK_ROLES, Person
+from storage.models import NETWORK_ROLES, EditionStatus, Person
 
 if TYPE_CHECKING:
     from bot.app import BotApp
@@ -49,7 +49,12 @@ def routes(app: BotApp) -> list[BaseRoute]:
             edition = await editions.by_number(session, number)
             if edition is None:
                 return PlainTextResponse("No such edition.", status_code=404, headers=HEADERS)
-            draft = await compile_draft(session, edition, app.renderer, now=now, by=person.id)
+            if edition.status == EditionStatus.PUBLISHED:
+                final = await editions.latest_draft(session, edition.id)
+                if final is not None and final.html:
+                    return HTMLResponse(final.html, headers=HEADERS)
+            draft = await compile_draft(session, edition, app.renderer, now=now, by=person.id,
+                                        record=edition.status != EditionStatus.PUBLISHED)
             page = as_html(draft)
         return HTMLResponse(page, headers=HEADERS)
 

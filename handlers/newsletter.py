@@ -299,11 +299,16 @@ async def newsletter(msg: Incoming, ctx: Context) -> list[Outgoing]:
     if found is None:
         raise UserError("newsletter.no_edition")
     assert ctx.person is not None
-    draft = await compile_draft(ctx.session, found, ctx.renderer, now=ctx.now, by=ctx.person.id)
+    published = found.status == EditionStatus.PUBLISHED
+    draft = await compile_draft(ctx.session, found, ctx.renderer, now=ctx.now, by=ctx.person.id,
+                                record=not published)
     if kind == "preview":
         return [preview_reply(ctx, found, draft.number)]
     mime, _ = FORMATS[kind]
     content = render(draft, kind)
+    final = await store.latest_draft(ctx.session, found.id) if published else None
+    if kind == "html" and final is not None and final.html:
+        content = final.html.encode("utf-8")  # the edition as it was published
     await ctx.audit("newsletter.draft", f"edition:{found.number}", draft=draft.number,
                     format=kind)
     return [Outgoing("newsletter.draft_sent", {

@@ -220,8 +220,12 @@ async def _nap(session: AsyncSession, edition: Edition, renderer: Renderer) -> d
 
 
 async def compile_draft(session: AsyncSession, edition: Edition, renderer: Renderer, *,
-                        now: datetime, by: int | None) -> Draft:
-    """The edition's draft as it stands; recorded, and the same record when nothing changed."""
+                        now: datetime, by: int | None, record: bool = True) -> Draft:
+    """The edition's draft as it stands; recorded, and the same record when nothing changed.
+
+    With `record=False` (a published edition, whose drafts are closed) nothing is written and
+    the draft carries the number of the edition's last draft.
+    """
     t = labeller(renderer, edition.language)
     rows = await store.items(session, edition.id, public=True)
     by_section: dict[str, list[NationalUpdate]] = {}
@@ -238,11 +242,16 @@ async def compile_draft(session: AsyncSession, edition: Edition, renderer: Rende
     for moving in ("draft", "created"):
         shown.pop(moving)
     versions = [[i.update_id, i.version] for i in draft.items]
-    record, is_new = await store.record_draft(
+    if not record:
+        last = await store.latest_draft(session, edition.id)
+        if last is not None:
+            draft.number, draft.created = last.number, last.created_at
+        return draft
+    recorded, is_new = await store.record_draft(
         session, edition.id, versions=versions,
         spotlight_member_id=member.id if member else None, print_=store.fingerprint(shown),
         now=now, by=by)
-    draft.number, draft.created, draft.is_new = record.number, record.created_at, is_new
+    draft.number, draft.created, draft.is_new = recorded.number, recorded.created_at, is_new
     return draft
 
 

@@ -14,6 +14,8 @@ from storage.db import Database
 from storage.edition_demo import load_demo_edition
 from storage.models import (
     EditionStatus,
+    Member,
+    NapStatus,
     NationalUpdate,
     OutboxItem,
     Spotlight,
@@ -235,6 +237,21 @@ async def test_publishing_freezes_tells_the_authors_and_archives(
     assert "#1 National action plans, and the road to Berlin · published 1 March 2018 · 8 items" \
            in shown["plain"]
     assert "<b>Newsletter archive</b>" in shown["html"]
+    # The archive gives the edition as published, and opens no new draft.
+    published_html = final.html
+    async with edition_db.transaction() as session:  # the NAP totals move on afterwards
+        japan = await session.scalar(select(Member).where(Member.code == "japan"))
+        assert japan is not None
+        session.add(NapStatus(member_id=japan.id, stage="adopted", plan_number=2,
+                              updated_at=clock.now()))
+    await chat.say("/newsletter 1 html", as_=COORDINATOR)
+    assert chat.last().file is not None
+    assert chat.last().file.content.decode() == published_html
+    assert chat.last().file.name == "newsletter-edition-1-draft-1.html"
+    await chat.say("/newsletter 1 md", as_=COORDINATOR)
+    assert chat.last().file is not None and chat.last().file.name.endswith("draft-1.md")
+    async with edition_db.transaction() as session:
+        assert len(await editions.drafts(session, edition.id)) == 1
 
 
 async def test_an_empty_edition_cannot_be_published(chat: Transcript, demo_db: Database) -> None:
