@@ -34,7 +34,10 @@ class BotApp:
         self.renderer = Renderer()
         self.core = Core(self.db, COMMANDS, FORMS, clock=self.clock, renderer=self.renderer,
                          free_text=FREE_TEXT,
-                         config=CoreConfig(timezone=settings.timezone))
+                         config=CoreConfig(timezone=settings.timezone,
+                                           secret_key=settings.secret_key,
+                                           public_url=settings.public_url
+                                           or f"http://{settings.host}:{settings.port}"))
         self.outbox = Outbox(self.db, self.clock, senders={})
         self.core.outbox_listeners.append(self.outbox.poke)
         self.scheduler: AsyncIOScheduler | None = None

@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("url", help="the public address of fpbot serve, e.g. https://bot.example.org")
 
     sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
+    # --- newsletter (issue 11) ---
+    newsletter = sub.add_parser("newsletter", help="newsletter drafts")
+    na = newsletter.add_subparsers(dest="action", required=True)
+    nd = na.add_parser("draft", help="compile an edition's draft into a file")
+    nd.add_argument("--edition", type=int, help="edition number (default: the one collecting)")
+    nd.add_argument("--format", choices=("html", "md", "docx"), default="html")
+    nd.add_argument("--out", type=Path, required=True, help="file to write")
     invite = sub.add_parser("invite", help="print a one-time invitation code for a person")
     invite.add_argument("email")
     return p
@@ -94,7 +101,7 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with opened(settings) as app:
         async with app.db.transaction() as session:
-            added, report = await load_demo(session, app.clock.now())
+            added, report = await load_demo(session, app.clock.now(), newsletter=True)
             people = await demo_people(session) if report.ok else []
         if not report.ok:
             print("\n".join(report.errors), file=sys.stderr)
@@ -106,6 +113,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         width = max(len(email) for email, _ in people)
         for email, what in people:
             print(f"  {email:<{width}}  {what}")
+        print("Newsletter edition 1 is collecting: fpbot newsletter draft --edition 1 "
+              "--format html --out draft.html")
         print("Try: fpbot chat --as fp.chile@demo.invalid")
         print("Meetings: two upcoming ones are open for registration (/meetings, /register 1).")
         return 0
@@ -228,6 +237,34 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+async def cmd_newsletter(args: argparse.Namespace, settings: Settings) -> int:
+    """`fpbot newsletter draft`: an edition's draft, recorded like one asked for in chat."""
+    from handlers.newsletter_draft import compile_draft, render
+    from storage import editions
+
+    async with opened(settings) as app:
+        async with app.db.transaction() as session:
+            edition = await (editions.by_number(session, args.edition) if args.edition
+                             else editions.current(session))
+            if edition is None:
+                which = f"edition {args.edition}" if args.edition else "edition to compile"
+                print(f"fpbot: there is no {which} (fpbot demo loads edition 1)",
+                      file=sys.stderr)
+                return 1
+            draft = await compile_draft(session, edition, app.renderer, now=app.clock.now(),
+                                        by=None)
+            content = render(draft, args.format)
+        try:
+            args.out.write_bytes(content)
+        except OSError as exc:
+            print(f"fpbot: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"{args.out}: edition {edition.number} ({edition.title}), draft {draft.number}"
+              f"{'' if draft.is_new else ' (unchanged)'}, {len(draft.items)} items, "
+              f"{args.format}, {len(content)} bytes")
+        return 0
+
+
 async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
     from bot.adapters.telegram import set_webhook
 
@@ -245,7 +282,7 @@ async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
     "members": cmd_members, "telegram": cmd_telegram, "chair": cmd_chair, "demo": cmd_demo,
-    "invite": cmd_invite,
+    "invite": cmd_invite, "newsletter": cmd_newsletter,
 }
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bot import preview
 from bot.adapters import PlatformAdapter
 from bot.app import BotApp
 
@@ -100,7 +101,7 @@ def web_app(app: BotApp, adapters: Sequence[PlatformAdapter]) -> Starlette:
         async with running(app, adapters, webhook=True):
             yield
 
-    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"]), *preview.routes(app)]
     for adapter in adapters:
         routes.extend(adapter.routes())
     return Starlette(routes=routes, lifespan=lifespan)

@@ -52,6 +52,8 @@ class Settings:
     port: int = 8080
     log_level: str = "INFO"
     files_dir: str = "fpbot-files"  # where the console writes the files the bot sends
+    secret_key: Secret = Secret("")
+    public_url: str = ""
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -72,6 +74,8 @@ class Settings:
             port=int(env.get("PORT") or 8080),
             log_level=(env.get("FPBOT_LOG_LEVEL") or "INFO").upper(),
             files_dir=env.get("FPBOT_FILES_DIR") or "fpbot-files",
+            secret_key=Secret(env.get("FPBOT_SECRET_KEY", "")),
+            public_url=env.get("FPBOT_PUBLIC_URL", ""),
         )
 
     @property
@@ -79,7 +83,7 @@ class Settings:
         """Every secret value set, for the log filter to redact."""
         return [s for s in (self.telegram_token, self.telegram_webhook_secret,
                             self.slack_bot_token, self.slack_signing_secret,
-                            self.slack_app_token) if s]
+                            self.slack_app_token, self.secret_key) if s]
 
     @property
     def platforms(self) -> list[str]:

@@ -3,7 +3,19 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, free_text, meetings, nap, network, onboarding, review, search, updates
+from handlers import (
+    forms,
+    free_text,
+    meetings,
+    nap,
+    network,
+    newsletter,
+    onboarding,
+    review,
+    search,
+    updates,
+    voices,
+)
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -42,12 +54,18 @@ COMMANDS: tuple[Command, ...] = (
             usage="[approve|reject n [reason]]", personal=True),
     Command("participants", meetings.participants, Access.SECRETARIAT, "help.participants",
             usage="n [pending|csv|list|add email|attended email]", personal=True),
+    Command("editions", newsletter.list_editions, Access.SECRETARIAT, "help.editions"),
+    Command("edition", newsletter.edition, Access.SECRETARIAT, "help.edition",
+            usage="new|N [move|drop|add|spotlight|close|publish ...]", personal=True),
+    Command("newsletter", newsletter.newsletter, Access.SECRETARIAT, "help.newsletter",
+            usage="[N] [html|md|docx|preview|archive]"),
 )
 
 FORMS: dict[str, Form] = {
     form.name: form
     for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
-                 nap.NAP_FORM, meetings.MEETING_FORM, meetings.REGISTER_FORM)
+                 nap.NAP_FORM, meetings.MEETING_FORM, meetings.REGISTER_FORM,
+                 newsletter.EDITION_FORM, voices.VOICE_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

@@ -33,6 +33,10 @@ class CoreConfig:
     invite_ttl: timedelta = timedelta(days=14)
     link_ttl: timedelta = timedelta(minutes=30)
     timezone: str = "UTC"
+    # The newsletter preview page (issue 11): signs its links, and where `fpbot serve` is.
+    secret_key: str = field(default="", repr=False)
+    public_url: str = "http://127.0.0.1:8080"
+    preview_ttl: timedelta = timedelta(days=3)
 
 
 @dataclass

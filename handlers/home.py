@@ -43,7 +43,7 @@ async def dashboard(ctx: Context) -> Outgoing:
             "secretariat": ctx.is_secretariat,
             "pending_requests": pending,
             "to_review": to_review,
-            "updates": [{"id": u.id, "title": u.title, "member": u.member.name,
+            "updates": [{"id": u.id, "title": u.title, "member": u.source,
                          "status": ctx.label(f"updates.status_{u.status}")} for u in recent],
             "troika": [{"member": s.member.name, "position": s.position, "year": s.year}
                        for s in seats],

@@ -15,7 +15,15 @@ from handlers.context import Context
 from handlers.forms import Field, Form
 from handlers.types import Choice, Incoming, Outgoing, UserError
 from handlers.updates import summary
-from storage.models import NationalUpdate, Person, UpdateCategory, UpdateStatus
+from storage import editions
+from storage.models import (
+    Edition,
+    EditionStatus,
+    NationalUpdate,
+    Person,
+    UpdateCategory,
+    UpdateStatus,
+)
 
 # The newsletter's sections, in the order of the Technical Operative Guidelines.
 SECTIONS = ("proceedings", "member_action", "innovation", "lessons", "nap_progress", "events",
@@ -111,11 +119,13 @@ async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
                                               ctx.label(f"review.section_{s}"))
                                        for s in SECTIONS))]
     if verb == "approve":
+        text, edition_id = await _edition_choice(ctx, text)
         section = text or DEFAULT_SECTION.get(UpdateCategory(row.category), "member_action")
         if section not in SECTIONS:
             raise UserError("review.unknown_section", section=section,
                             sections=", ".join(SECTIONS))
-        return await _decide(ctx, row, UpdateStatus.APPROVED, section=section)
+        return await _decide(ctx, row, UpdateStatus.APPROVED, section=section,
+                             edition_id=edition_id)
     if not text:  # a comment or reason is needed: ask for it as a one-step form
         return [await forms.start(ctx, NOTE_FORM, {"update_id": row.id, "verb": verb,
                                                    "version": row.version})]
@@ -123,15 +133,34 @@ async def review(msg: Incoming, ctx: Context) -> list[Outgoing]:
     return await _decide(ctx, row, status, note=text)
 
 
+async def _edition_choice(ctx: Context, text: str) -> tuple[str, int | None]:
+    """Split `edition:N` off an approval; without it, the edition collecting now (issue 11)."""
+    words = text.split()
+    chosen = [w for w in words if w.lower().startswith("edition:")]
+    rest = " ".join(w for w in words if w not in chosen)
+    if chosen:
+        number = chosen[-1].split(":", 1)[1].lstrip("#")
+        found = await editions.by_number(ctx.session, int(number)) if number.isdigit() else None
+        if found is None:
+            raise UserError("newsletter.unknown_edition", number=number)
+        if found.status == EditionStatus.PUBLISHED:
+            raise UserError("newsletter.frozen", number=found.number)
+        return rest, found.id
+    found = await editions.collecting(ctx.session)
+    return rest, found.id if found else None
+
+
 async def _decide(ctx: Context, row: NationalUpdate, status: UpdateStatus, *,
-                  section: str = "", note: str = "") -> list[Outgoing]:
+                  section: str = "", note: str = "",
+                  edition_id: int | None = None) -> list[Outgoing]:
     assert ctx.person is not None
+    placed = {"edition_id": edition_id} if status == UpdateStatus.APPROVED else {}
     result = await ctx.session.execute(
         update(NationalUpdate)
         .where(NationalUpdate.id == row.id, NationalUpdate.status == UpdateStatus.SUBMITTED,
                NationalUpdate.version == row.version)
         .values(status=status, section=section, review_note=note, decided_at=ctx.now,
-                decided_by=ctx.person.id)
+                decided_by=ctx.person.id, **placed)
     )
     if not getattr(result, "rowcount", 0):
         await ctx.session.refresh(row)
@@ -139,6 +168,8 @@ async def _decide(ctx: Context, row: NationalUpdate, status: UpdateStatus, *,
     await ctx.session.refresh(row)
     await ctx.audit(f"update.{status.value}", f"update:{row.id}", section=section, note=note)
     details: dict[str, Any] = summary(row, ctx)
+    placed_in = await ctx.session.get(Edition, row.edition_id) if row.edition_id else None
+    details["edition"] = placed_in.number if placed_in and status == UpdateStatus.APPROVED else None
     author = await ctx.session.get(Person, row.author_id)
     assert author is not None
     edit = (Choice(f"/edit {row.id}", ctx.label("updates.edit_button", id=row.id)),)

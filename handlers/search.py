@@ -132,7 +132,7 @@ def _hit(ctx: Context, row: NationalUpdate) -> dict[str, Any]:
     return {
         "id": row.id,
         "title": row.title,
-        "member": "" if chatham else row.member.name,
+        "member": "" if chatham else row.source,
         "chatham": chatham,
         "category": ctx.label(f"updates.category_{row.category}"),
         "date": row.submitted_at,

@@ -87,6 +87,10 @@ def _acting_members(ctx: Context) -> list[Member]:
 
 async def start_update(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """Open the update form; the member is the caller's own unless they serve several."""
+    from handlers import voices  # civil society partners file a voice instead (issue 11)
+
+    if not ctx.own_members() and not ctx.is_secretariat and voices.is_civil_society(ctx):
+        return await voices.start_voice(msg, ctx)
     members = _acting_members(ctx)
     answers: dict[str, Any] = {}
     if msg.args:
@@ -135,7 +139,7 @@ def _revision(row: NationalUpdate, ctx: Context) -> UpdateRevision:
 def summary(row: NationalUpdate, ctx: Context) -> dict[str, Any]:
     """What a message shows of an update."""
     return {
-        "id": row.id, "title": row.title, "body": row.body, "member": row.member.name,
+        "id": row.id, "title": row.title, "body": row.body, "member": row.source,
         "author": row.author.name, "category": ctx.label(f"updates.category_{row.category}"),
         "visibility": ctx.label(f"updates.visibility_{row.visibility}"),
         "status": ctx.label(f"updates.status_{row.status}"), "status_code": row.status,
@@ -197,6 +201,10 @@ async def _own_update(ctx: Context, number: str) -> NationalUpdate:
 async def edit(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """Open one's update for editing, each answer shown as it stands."""
     row = await _own_update(ctx, msg.args)
+    if row.member is None:  # a civil society voice (issue 11)
+        from handlers import voices
+
+        return await voices.edit_voice(row, ctx)
     answers = {
         "update_id": row.id, "version": row.version, "member": row.member.code,
         "category": row.category, "title": row.title, "text": row.body,

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.edition_demo import load_demo_edition
 from storage.meetings import load_demo_meetings
 from storage.models import Chair, Member, Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
@@ -32,8 +33,12 @@ wilpf@demo.invalid,Sofia Lindqvist (demo),civil_society,,Programme Manager,Women
 DEMO_DOMAIN = "@demo.invalid"
 
 
-async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportReport]:
-    """Load members, chairs and demo people; safe to run again."""
+async def load_demo(session: AsyncSession, now: datetime, *,
+                    newsletter: bool = False) -> tuple[int, ImportReport]:
+    """Load members, chairs and demo people; safe to run again.
+
+    `newsletter` adds newsletter edition 1 with its demo updates and NAP statuses (`fpbot demo`).
+    """
     added = await load_members(session)
     for year, code in GUIDELINE_CHAIRS.items():
         await set_chair(session, year, code)
@@ -43,6 +48,8 @@ async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportRe
             update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
         await load_demo_meetings(session, now)
+        if newsletter:
+            await load_demo_edition(session, now)
     return added, report
 
 

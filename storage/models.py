@@ -7,13 +7,14 @@ Every time is stored in UTC. SQLite hands datetimes back naive and PostgreSQL tz
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -295,7 +296,9 @@ class NationalUpdate(Base):
     __tablename__ = "national_update"
     __table_args__ = (Index("ix_update_status", "status", "submitted_at"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    # None for a civil society voice, which speaks for `organisation`, not for a member.
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    organisation: Mapped[str] = mapped_column(String(200), default="")
     author_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
     category: Mapped[str] = mapped_column(String(32))
     title: Mapped[str] = mapped_column(String(160))
@@ -311,11 +314,19 @@ class NationalUpdate(Base):
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The newsletter edition an approved update goes in (issue 11).
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("edition.id", name="fk_update_edition"), nullable=True)
 
-    member: Mapped[Member] = relationship(lazy="joined")
+    member: Mapped[Member | None] = relationship(lazy="joined")
     author: Mapped[Person] = relationship(lazy="joined", foreign_keys=[author_id])
     attachments: Mapped[list[UpdateAttachment]] = relationship(
         lazy="selectin", order_by="UpdateAttachment.id")
+
+    @property
+    def source(self) -> str:
+        """Who the update speaks for: its member, or a civil society organisation."""
+        return self.member.name if self.member is not None else self.organisation
 
 
 class UpdateRevision(Base):
@@ -477,3 +488,61 @@ class Registration(Base):
 
     member: Mapped[Member | None] = relationship(lazy="joined")
     person: Mapped[Person | None] = relationship(lazy="joined", foreign_keys=[person_id])
+# --- newsletter (issue 11) ---
+class EditionStatus(enum.StrEnum):
+    COLLECTING = "collecting"  # approved updates go in
+    DRAFTING = "drafting"  # closed for new items; the secretariat polishes the draft
+    PUBLISHED = "published"  # frozen and archived
+
+
+class Edition(Base):
+    """One newsletter edition: what it covers, when submissions close, where it stands."""
+
+    __tablename__ = "edition"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    title: Mapped[str] = mapped_column(String(160))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    # A plain deadline, counted down to by the reminders (issue 12).
+    submission_deadline: Mapped[datetime]
+    planned_publication: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default=EditionStatus.COLLECTING)
+    created_at: Mapped[datetime]
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Spotlight(Base):
+    """The member featured in an edition's focal point spotlight: who was featured when."""
+
+    __tablename__ = "spotlight"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("edition.id", ondelete="CASCADE"),
+                                            unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    chosen_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    chosen_at: Mapped[datetime]
+    featured_at: Mapped[datetime | None] = mapped_column(nullable=True)  # set at publication
+
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class NewsletterDraft(Base):
+    """A compiled draft of an edition and exactly which update versions it holds."""
+
+    __tablename__ = "newsletter_draft"
+    __table_args__ = (UniqueConstraint("edition_id", "number", name="uq_draft_number"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("edition.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the edition
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # [[update_id, version], ...] in the order they appear.
+    items: Mapped[list[Any]] = mapped_column(default=list)
+    spotlight_member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"),
+                                                            nullable=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)  # the published edition
+    html: Mapped[str] = mapped_column(Text, default="")  # kept for the archive

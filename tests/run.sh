@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: `bash tests/run.sh [pytest args...]`.
 # 1. makes/refreshes a virtualenv with the project's dev extra,
-# 2. starts a throw-away PostgreSQL cluster (unless TEST_DATABASE_URL is set),
+# 2. installs Debian's Chromium when missing (the newsletter rendering tests need it) and
+#    starts a throw-away PostgreSQL cluster (unless TEST_DATABASE_URL is set),
 # 3. runs pytest inside the venv. Pytest exit 5 ("no tests collected") fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,6 +22,18 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]]; then
     echo "run.sh: installing project (.[dev]) into $VENV"
     "$VENV/bin/python" -m pip install -q -e '.[dev]'
     echo "$WANT" >"$STAMP"
+fi
+
+# --- 1b. Debian's Chromium, for the newsletter's headless rendering tests ---
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $EUID -ne 0 ]]; then
+        echo "run.sh: /usr/bin/chromium not found and not root: install Debian's 'chromium'" >&2
+        exit 1
+    fi
+    echo "run.sh: installing Chromium (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    [[ -x /usr/bin/chromium ]] || { echo "run.sh: Chromium install gave no /usr/bin/chromium" >&2; exit 1; }
 fi
 
 # --- 2. throw-away PostgreSQL ---------------------------------------------

@@ -1,0 +1,376 @@
+"""Compile an edition into a draft: its sections, spotlight and NAP figures, in three formats.
+
+`compile_draft` reads the store once and records the draft (the same draft again when nothing
+changed); `as_html`, `as_markdown` and `as_docx` turn it into the files the secretariat gets.
+Every heading comes from `messages/locales/<language>/newsletter.toml`.
+
+Attribution: an item is attributed to its member (or, for a civil society voice, to its
+organisation), except under the Chatham House Rule: then it carries no member, person or
+region, and is placed after the attributed items of its section, sorted by title, so that its
+position gives nothing away either.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import css_inline
+from docx import Document
+from docx.shared import Pt, RGBColor
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messages import Renderer
+from messages.newsletter import DraftTemplates
+from storage import editions as store
+from storage.models import (
+    Edition,
+    Member,
+    NapStatus,
+    NationalUpdate,
+    Person,
+    Role,
+    RoleName,
+    UpdateCategory,
+    Visibility,
+)
+
+# The draft's sections, in the order the newsletter runs.
+SECTIONS = ("proceedings", "spotlight", "member_action", "innovation", "lessons", "nap_progress",
+            "knowledge", "funding", "civil_society", "events")
+FORMATS = {
+    "html": ("text/html", "html"),
+    "md": ("text/markdown", "md"),
+    "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
+}
+SAFE_SCHEMES = ("http://", "https://")
+
+_templates = DraftTemplates()
+_inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@dataclass(frozen=True)
+class Item:
+    update_id: int
+    version: int
+    title: str
+    paragraphs: list[list[str]]
+    source: str  # "" under the Chatham House Rule
+    chatham: bool
+    links: list[str]
+    files: list[str]
+
+
+@dataclass
+class Section:
+    key: str
+    heading: str
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Draft:
+    """Everything a draft shows, ready for any format."""
+
+    edition: Edition
+    number: int
+    created: datetime
+    is_new: bool
+    sections: list[Section]
+    spotlight: dict[str, Any] | None
+    nap: dict[str, Any]
+    t: Callable[..., str]
+
+    @property
+    def items(self) -> list[Item]:
+        return [i for s in self.sections for i in s.items]
+
+    def context(self) -> dict[str, Any]:
+        e = self.edition
+        return {
+            "lang": e.language, "number": e.number, "title": e.title, "start": e.period_start,
+            "end": e.period_end, "draft": self.number, "created": self.created.date(),
+            "count": len(self.items),
+            "sections": [{"key": s.key, "heading": s.heading,
+                          "count": (self.spotlight or {}).get("member", "")
+                          if s.key == "spotlight" else s.count,
+                          "entries": [asdict(i) for i in s.items]} for s in self.sections],
+            "spotlight": self.spotlight, "nap": self.nap,
+        }
+
+    def file_name(self, fmt: str) -> str:
+        return f"newsletter-edition-{self.edition.number}-draft-{self.number}.{FORMATS[fmt][1]}"
+
+
+def _paragraphs(body: str) -> list[list[str]]:
+    """Blank lines separate paragraphs; single line breaks are kept inside one."""
+    paras: list[list[str]] = []
+    current: list[str] = []
+    for line in body.splitlines():
+        if line.strip():
+            current.append(line.strip())
+        elif current:
+            paras.append(current)
+            current = []
+    if current:
+        paras.append(current)
+    return paras
+
+
+def _item(row: NationalUpdate, t: Callable[..., str]) -> Item:
+    chatham = row.visibility == Visibility.CHATHAM
+    if chatham:
+        source = ""
+    elif row.member is None and row.category == UpdateCategory.CIVIL_SOCIETY:
+        source = t("civil_society_source", organisation=row.organisation)
+    else:
+        source = row.source
+    return Item(update_id=row.id, version=row.version, title=row.title,
+                paragraphs=_paragraphs(row.body), source=source, chatham=chatham,
+                links=[u for u in row.links if str(u).lower().startswith(SAFE_SCHEMES)],
+                files=[a.name for a in row.attachments])
+
+
+def _section_of(row: NationalUpdate) -> str:
+    return row.section if row.section in SECTIONS else "member_action"
+
+
+def _ordered(rows: list[NationalUpdate]) -> list[NationalUpdate]:
+    """Attributed items by member (alphabetically), then Chatham House items by title."""
+    attributed = [r for r in rows if r.visibility != Visibility.CHATHAM]
+    chatham = [r for r in rows if r.visibility == Visibility.CHATHAM]
+    attributed.sort(key=lambda r: (r.source.casefold(), r.submitted_at, r.id))
+    chatham.sort(key=lambda r: (r.title.casefold(), r.id))
+    return attributed + chatham
+
+
+def labeller(renderer: Renderer, language: str) -> Callable[..., str]:
+    """`t(key, **context)`: a sentence of newsletter.toml in the edition's language, plain."""
+    def t(key: str, **context: Any) -> str:
+        return renderer.render(f"newsletter.{key}", language, "plain", **context)
+    return t
+
+
+def _stage(renderer: Renderer, language: str, stage: str, plan: int | None,
+           year: int | None) -> str:
+    plan_label = renderer.render("nap.ordinal", language, "plain", n=plan) if plan else ""
+    return renderer.render("nap.stage", language, "plain", stage=stage, plan=plan_label,
+                           year=year or "")
+
+
+async def _focal_points(session: AsyncSession, member_id: int) -> list[Person]:
+    """The member's focal points, then its alternates, each by name."""
+    rows = await session.execute(
+        select(Person, Role.role).join(Role, Role.person_id == Person.id)
+        .where(Role.member_id == member_id,
+               Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE])))
+    rank = {RoleName.FOCAL_POINT: 0, RoleName.ALTERNATE: 1}
+    best: dict[int, tuple[int, Person]] = {}
+    for person, role in rows:
+        r = rank[RoleName(role)]
+        if person.id not in best or r < best[person.id][0]:
+            best[person.id] = (r, person)
+    return [p for _, p in sorted(best.values(), key=lambda rp: (rp[0], rp[1].name))]
+
+
+async def _spotlight(session: AsyncSession, edition: Edition, rows: list[NationalUpdate],
+                     renderer: Renderer) -> tuple[Member | None, dict[str, Any] | None]:
+    chosen = await store.spotlight_of(session, edition.id)
+    attributed = {r.member.id: r.member for r in rows
+                  if r.member is not None and r.visibility != Visibility.CHATHAM}
+    member = chosen.member if chosen else await store.default_spotlight(
+        session, sorted(attributed.values(), key=lambda m: m.name))
+    if member is None:
+        return None, None
+    nap = await session.get(NapStatus, member.id)
+    people = await _focal_points(session, member.id)
+    return member, {
+        "member": member.name, "region": member.region,
+        "nap": _stage(renderer, edition.language, nap.stage, nap.plan_number,
+                      nap.year_adopted) if nap else "",
+        "people": [{"name": p.name, "title": p.title, "ministry": p.ministry} for p in people],
+        "material": [r.title for r in _ordered(rows) if r.member_id == member.id
+                     and r.visibility != Visibility.CHATHAM],
+    }
+
+
+async def _nap(session: AsyncSession, edition: Edition, renderer: Renderer) -> dict[str, Any]:
+    start = datetime.combine(edition.period_start, time.min, tzinfo=UTC)
+    end = datetime.combine(edition.period_end + timedelta(days=1), time.min, tzinfo=UTC)
+    changes = [{"member": m.name, "date": f"{c.changed_at.day} {c.changed_at:%B %Y}",
+                "stage": _stage(renderer, edition.language, c.stage, c.plan_number,
+                                c.year_adopted)}
+               for m, c in await store.nap_changes(session, start, end)]
+    totals = [{"region": r.region, "members": r.members, "adopted": r.adopted,
+               "developing": r.developing,
+               "pct": round(100 * r.adopted / r.members) if r.members else 0}
+              for r in await store.nap_totals(session)]
+    return {"changes": changes, "totals": totals,
+            "members": sum(r["members"] for r in totals),
+            "adopted": sum(r["adopted"] for r in totals),
+            "developing": sum(r["developing"] for r in totals)}
+
+
+async def compile_draft(session: AsyncSession, edition: Edition, renderer: Renderer, *,
+                        now: datetime, by: int | None, record: bool = True) -> Draft:
+    """The edition's draft as it stands; recorded, and the same record when nothing changed.
+
+    With `record=False` (a published edition, whose drafts are closed) nothing is written and
+    the draft carries the number of the edition's last draft.
+    """
+    t = labeller(renderer, edition.language)
+    rows = await store.items(session, edition.id, public=True)
+    by_section: dict[str, list[NationalUpdate]] = {}
+    for row in rows:
+        by_section.setdefault(_section_of(row), []).append(row)
+    sections = [Section(key, t(f"heading_{key}"),
+                        [_item(r, t) for r in _ordered(by_section.get(key, []))])
+                for key in SECTIONS]
+    member, spotlight = await _spotlight(session, edition, rows, renderer)
+    nap = await _nap(session, edition, renderer)
+    draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
+                  spotlight=spotlight, nap=nap, t=t)
+    shown = draft.context()
+    for moving in ("draft", "created"):
+        shown.pop(moving)
+    versions = [[i.update_id, i.version] for i in draft.items]
+    if not record:
+        last = await store.latest_draft(session, edition.id)
+        if last is not None:
+            draft.number, draft.created = last.number, last.created_at
+        return draft
+    recorded, is_new = await store.record_draft(
+        session, edition.id, versions=versions,
+        spotlight_member_id=member.id if member else None, print_=store.fingerprint(shown),
+        now=now, by=by)
+    draft.number, draft.created, draft.is_new = recorded.number, recorded.created_at, is_new
+    return draft
+
+
+# -- formats --------------------------------------------------------------------------------
+def as_html(draft: Draft) -> str:
+    """E-mail-safe HTML: tables, every style inlined, no script, no external resource."""
+    return _inliner.inline(_templates.html(draft.t, **draft.context()))
+
+
+def as_markdown(draft: Draft) -> str:
+    return _templates.markdown(draft.t, **draft.context())
+
+
+def as_docx(draft: Draft) -> bytes:
+    """A Word document with real headings, lists and tables, for the secretariat to edit."""
+    t, ctx = draft.t, draft.context()
+    doc = Document()
+    normal = doc.styles["Normal"]
+    normal.font.name = "Calibri"
+    normal.font.size = Pt(11)
+    doc.core_properties.title = f"{t('masthead')} · {ctx['title']}"
+    doc.core_properties.language = ctx["lang"]
+    doc.add_paragraph(t("network_name"), style="Subtitle")
+    doc.add_heading(f"{t('masthead')}: {ctx['title']}", level=0)
+    doc.add_paragraph(t("edition_line", number=ctx["number"], start=ctx["start"],
+                        end=ctx["end"]))
+    note = doc.add_paragraph(style="Intense Quote")
+    note.add_run(t("draft_note", draft=ctx["draft"], created=ctx["created"],
+                   count=ctx["count"]))
+    doc.add_heading(t("contents"), level=1)
+    for s in ctx["sections"]:
+        doc.add_paragraph(f"{s['heading']} ({s['count']})", style="List Bullet")
+    for s in ctx["sections"]:
+        doc.add_heading(s["heading"], level=1)
+        if s["key"] == "spotlight":
+            _docx_spotlight(doc, t, ctx)
+        for item in s["entries"]:
+            doc.add_heading(item["title"], level=2)
+            lead = doc.add_paragraph()
+            run = lead.add_run(t("chatham") if item["chatham"] else item["source"])
+            run.bold, run.italic = not item["chatham"], item["chatham"]
+            run.font.color.rgb = RGBColor(0x52, 0x60, 0x6D) if item["chatham"] else \
+                RGBColor(0xB3, 0x5C, 0x00)
+            for para in item["paragraphs"]:
+                p = doc.add_paragraph()
+                for n, line in enumerate(para):
+                    r = p.add_run(line)
+                    if n < len(para) - 1:
+                        r.add_break()
+            if item["links"]:
+                doc.add_paragraph(t("links"), style="Heading 4")
+                for link in item["links"]:
+                    doc.add_paragraph(link, style="List Bullet")
+            if item["files"]:
+                doc.add_paragraph(t("files"), style="Heading 4")
+                for name in item["files"]:
+                    doc.add_paragraph(name, style="List Bullet")
+        if s["key"] == "nap_progress":
+            _docx_nap(doc, t, ctx["nap"])
+        if not s["entries"] and s["key"] not in ("spotlight", "nap_progress"):
+            doc.add_paragraph().add_run(t("empty_section")).italic = True
+    doc.add_paragraph(t("footer"), style="Caption")
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
+
+
+def _docx_spotlight(doc: Any, t: Callable[..., str], ctx: dict[str, Any]) -> None:
+    spot = ctx["spotlight"]
+    if not spot:
+        doc.add_paragraph().add_run(t("spotlight_none", number=ctx["number"])).italic = True
+        return
+    doc.add_heading(spot["member"], level=2)
+    doc.add_paragraph(t("spotlight_intro", member=spot["member"], region=spot["region"]))
+    if spot["nap"]:
+        doc.add_paragraph(t("spotlight_nap", stage=spot["nap"]))
+    if spot["people"]:
+        doc.add_paragraph(t("spotlight_people"), style="Heading 4")
+        for p in spot["people"]:
+            doc.add_paragraph(t("spotlight_person", **p), style="List Bullet")
+    if spot["material"]:
+        doc.add_paragraph(t("spotlight_material", member=spot["member"]), style="Heading 4")
+        for title in spot["material"]:
+            doc.add_paragraph(title, style="List Bullet")
+    doc.add_paragraph().add_run(t("spotlight_note")).italic = True
+
+
+def _docx_nap(doc: Any, t: Callable[..., str], nap: dict[str, Any]) -> None:
+    doc.add_heading(t("nap_changes"), level=3)
+    if nap["changes"]:
+        table = doc.add_table(rows=1, cols=3)
+        table.style = "Light List Accent 1"
+        for cell, key in zip(table.rows[0].cells, ("nap_col_member", "nap_col_status",
+                                                     "nap_col_date"), strict=True):
+            cell.text = t(key)
+        for c in nap["changes"]:
+            cells = table.add_row().cells
+            cells[0].text, cells[1].text, cells[2].text = c["member"], c["stage"], c["date"]
+    else:
+        doc.add_paragraph().add_run(t("nap_no_changes")).italic = True
+    doc.add_heading(t("nap_totals"), level=3)
+    table = doc.add_table(rows=1, cols=2)
+    table.style = "Light List Accent 1"
+    table.rows[0].cells[0].text = t("nap_col_region")
+    table.rows[0].cells[1].text = t("nap_col_count")
+    for r in nap["totals"]:
+        cells = table.add_row().cells
+        cells[0].text = r["region"]
+        cells[1].text = t("nap_count", adopted=r["adopted"], members=r["members"])
+    doc.add_paragraph(t("nap_total_line", adopted=nap["adopted"], members=nap["members"],
+                        developing=nap["developing"]))
+
+
+def render(draft: Draft, fmt: str) -> bytes:
+    """The draft as the bytes of one file format."""
+    if fmt == "html":
+        return as_html(draft).encode("utf-8")
+    if fmt == "md":
+        return as_markdown(draft).encode("utf-8")
+    if fmt == "docx":
+        return as_docx(draft)
+    raise ValueError(f"unknown newsletter format {fmt!r}")

@@ -1,0 +1,69 @@
+"""The newsletter draft's templates (HTML for e-mail, Markdown), beside this file in `newsletter/`.
+
+The HTML environment autoescapes everything a template interpolates, so no submission can
+inject markup; the Markdown one backslash-escapes every character Markdown gives a meaning to.
+Headings and sentences come from `locales/<language>/newsletter.toml` through `t(...)`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+TEMPLATES_DIR = Path(__file__).parent / "newsletter"
+STYLESHEET = TEMPLATES_DIR / "newsletter.css"
+
+# CommonMark lets any ASCII punctuation be backslash-escaped. These mean something anywhere
+# (emphasis, code, links, HTML, tables, strike-through, entities)...
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~&])")
+# ...and these only at the start of a line (headings, lists, setext underlines, ordered lists).
+_MD_LINE_START = re.compile(r"^([#+\-=]|\d+(?=[.)]))")
+
+
+def escape_markdown(text: str) -> str:
+    """Text that Markdown shows exactly as written; each input line stays a line."""
+    lines = []
+    for line in text.splitlines() or [""]:
+        line = _MD_INLINE.sub(r"\\\1", line.strip())
+        line = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" if m.group(1).isdigit()
+                                  else "\\" + m.group(1), line)
+        lines.append(line)
+    return "  \n".join(lines)
+
+
+def _md_finalize(value: Any) -> Any:
+    if isinstance(value, Markup):
+        return value
+    return escape_markdown("" if value is None else str(value))
+
+
+def _autolink_target(url: str) -> Markup:
+    """A URL inside a Markdown autolink `<...>`: no backslash escapes there, so percent-encode."""
+    return Markup(quote(url, safe="/:?#[]@!$&'()*+,;=%~-._"))
+
+
+class DraftTemplates:
+    """Renders a draft's context as e-mail HTML or Markdown."""
+
+    def __init__(self) -> None:
+        loader = FileSystemLoader(TEMPLATES_DIR)
+        self.html_env = Environment(loader=loader, autoescape=True, undefined=StrictUndefined,
+                                    trim_blocks=True, lstrip_blocks=True)
+        self.md_env = Environment(loader=loader, autoescape=False, finalize=_md_finalize,
+                                  undefined=StrictUndefined, trim_blocks=True,
+                                  lstrip_blocks=True)
+        self.md_env.filters["urlencode_md"] = _autolink_target
+
+    def html(self, t: Callable[..., str], **context: Any) -> str:
+        """The draft as one HTML document with its stylesheet in a <style> block (inline it next)."""
+        css = Markup(STYLESHEET.read_text(encoding="utf-8"))  # our own file, not user input
+        return self.html_env.get_template("draft.html.j2").render(t=t, css=css, **context)
+
+    def markdown(self, t: Callable[..., str], **context: Any) -> str:
+        return self.md_env.get_template("draft.md.j2").render(t=t, **context).strip() + "\n"

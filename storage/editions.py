@@ -1,0 +1,260 @@
+"""Newsletter editions: which approved update versions each holds, its spotlight, its drafts.
+
+What may enter an edition is decided here, once: approved (or, once the edition is out,
+published) updates assigned to it. Network-only items never enter a public edition; nothing
+submitted, withdrawn or rejected ever does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import (
+    Edition,
+    EditionStatus,
+    Member,
+    NapHistory,
+    NapStage,
+    NapStatus,
+    NationalUpdate,
+    NewsletterDraft,
+    Spotlight,
+    UpdateStatus,
+    Visibility,
+)
+
+IN_EDITION = (UpdateStatus.APPROVED, UpdateStatus.PUBLISHED)
+PENDING = (UpdateStatus.SUBMITTED, UpdateStatus.CHANGES_REQUESTED)
+
+
+async def by_number(session: AsyncSession, number: int) -> Edition | None:
+    return await session.scalar(select(Edition).where(Edition.number == number))
+
+
+async def collecting(session: AsyncSession) -> Edition | None:
+    """The edition approved updates go to: the collecting one that closes first."""
+    return await session.scalar(
+        select(Edition).where(Edition.status == EditionStatus.COLLECTING)
+        .order_by(Edition.submission_deadline, Edition.number).limit(1))
+
+
+async def current(session: AsyncSession) -> Edition | None:
+    """The edition `/newsletter` means without a number: collecting, else the latest unpublished."""
+    found = await collecting(session)
+    if found is not None:
+        return found
+    return await session.scalar(
+        select(Edition).where(Edition.status != EditionStatus.PUBLISHED)
+        .order_by(Edition.number.desc()).limit(1))
+
+
+async def all_editions(session: AsyncSession, *, published: bool | None = None) -> list[Edition]:
+    stmt = select(Edition).order_by(Edition.number.desc())
+    if published is True:
+        stmt = stmt.where(Edition.status == EditionStatus.PUBLISHED)
+    elif published is False:
+        stmt = stmt.where(Edition.status != EditionStatus.PUBLISHED)
+    return list(await session.scalars(stmt))
+
+
+async def next_number(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.coalesce(func.max(Edition.number), 0))) or 0) + 1
+
+
+async def create(session: AsyncSession, *, title: str, period_start: date, period_end: date,
+                 language: str, submission_deadline: datetime, planned_publication: date,
+                 now: datetime, by: int | None) -> Edition:
+    edition = Edition(number=await next_number(session), title=title,
+                      period_start=period_start, period_end=period_end, language=language,
+                      submission_deadline=submission_deadline,
+                      planned_publication=planned_publication,
+                      status=EditionStatus.COLLECTING, created_at=now, created_by=by)
+    session.add(edition)
+    await session.flush()
+    return edition
+
+
+async def items(session: AsyncSession, edition_id: int, *, public: bool = True
+                ) -> list[NationalUpdate]:
+    """The updates an edition holds; `public` leaves out network-only ones."""
+    stmt = (select(NationalUpdate)
+            .where(NationalUpdate.edition_id == edition_id,
+                   NationalUpdate.status.in_([s.value for s in IN_EDITION]))
+            .order_by(NationalUpdate.id))
+    if public:
+        stmt = stmt.where(NationalUpdate.visibility != Visibility.NETWORK)
+    return list(await session.scalars(stmt))
+
+
+async def counts(session: AsyncSession, edition_ids: list[int]) -> dict[int, int]:
+    """How many public items each edition holds."""
+    if not edition_ids:
+        return {}
+    rows = await session.execute(
+        select(NationalUpdate.edition_id, func.count())
+        .where(NationalUpdate.edition_id.in_(edition_ids),
+               NationalUpdate.status.in_([s.value for s in IN_EDITION]),
+               NationalUpdate.visibility != Visibility.NETWORK)
+        .group_by(NationalUpdate.edition_id))
+    return {int(e): int(n) for e, n in rows if e is not None}
+
+
+async def has_submitted(session: AsyncSession, edition_id: int, member_id: int) -> bool:
+    """Whether a member has sent something for this edition (for the deadline reminders).
+
+    True when an update of the member is in the edition, or is still waiting for review and
+    was filed before the edition's submission deadline (it goes in once approved).
+    """
+    edition = await session.get(Edition, edition_id)
+    if edition is None:
+        return False
+    in_it = (NationalUpdate.edition_id == edition_id) & NationalUpdate.status.in_(
+        [s.value for s in IN_EDITION])
+    waiting = (NationalUpdate.status.in_([s.value for s in PENDING])
+               & (NationalUpdate.submitted_at <= edition.submission_deadline))
+    found = await session.scalar(
+        select(NationalUpdate.id).where(NationalUpdate.member_id == member_id, in_it | waiting)
+        .limit(1))
+    return found is not None
+
+
+async def assign(session: AsyncSession, update_id: int, edition_id: int | None) -> None:
+    """Put an update in an edition (None: take it out)."""
+    await session.execute(update(NationalUpdate).where(NationalUpdate.id == update_id)
+                          .values(edition_id=edition_id))
+
+
+async def set_section(session: AsyncSession, update_id: int, section: str) -> None:
+    await session.execute(update(NationalUpdate).where(NationalUpdate.id == update_id)
+                          .values(section=section))
+
+
+# -- spotlight ------------------------------------------------------------------------------
+async def spotlight_of(session: AsyncSession, edition_id: int) -> Spotlight | None:
+    return await session.scalar(select(Spotlight).where(Spotlight.edition_id == edition_id))
+
+
+async def choose_spotlight(session: AsyncSession, edition_id: int, member_id: int, *,
+                           now: datetime, by: int | None) -> Spotlight:
+    row = await spotlight_of(session, edition_id)
+    if row is None:
+        row = Spotlight(edition_id=edition_id, member_id=member_id, chosen_by=by, chosen_at=now)
+        session.add(row)
+    else:
+        row.member_id, row.chosen_by, row.chosen_at = member_id, by, now
+    await session.flush()
+    await session.refresh(row, ["member"])
+    return row
+
+
+async def featured(session: AsyncSession) -> list[tuple[Member, datetime]]:
+    """Every published spotlight: who was featured when, oldest first."""
+    rows = await session.execute(
+        select(Member, Spotlight.featured_at).join(Spotlight, Spotlight.member_id == Member.id)
+        .where(Spotlight.featured_at.is_not(None)).order_by(Spotlight.featured_at))
+    return [(m, at) for m, at in rows if at is not None]
+
+
+async def default_spotlight(session: AsyncSession, candidates: list[Member]) -> Member | None:
+    """The member longest without a spotlight, from the region longest without one.
+
+    Candidates are the members with attributed material in the edition. Never featured counts
+    as longest; ties go alphabetically, so the choice is stable from draft to draft.
+    """
+    if not candidates:
+        return None
+    last_member: dict[int, datetime] = {}
+    last_region: dict[str, datetime] = {}
+    for member, at in await featured(session):
+        last_member[member.id] = at
+        last_region[member.region] = at
+    never = datetime.min
+
+    def key(m: Member) -> tuple[bool, datetime, bool, datetime, str]:
+        region_at, member_at = last_region.get(m.region), last_member.get(m.id)
+        return (region_at is not None, region_at or never,
+                member_at is not None, member_at or never, m.name)
+
+    return min(candidates, key=key)
+
+
+# -- NAP progress ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegionTotal:
+    region: str
+    members: int
+    adopted: int
+    developing: int
+
+
+async def nap_changes(session: AsyncSession, start: datetime, end: datetime
+                      ) -> list[tuple[Member, NapHistory]]:
+    """NAP status changes recorded in [start, end), oldest first: the last one per member."""
+    rows = await session.execute(
+        select(Member, NapHistory).join(NapHistory, NapHistory.member_id == Member.id)
+        .where(NapHistory.changed_at >= start, NapHistory.changed_at < end)
+        .order_by(NapHistory.changed_at, NapHistory.id))
+    last: dict[int, tuple[Member, NapHistory]] = {}
+    for member, change in rows:
+        last[member.id] = (member, change)
+    return sorted(last.values(), key=lambda mc: mc[0].name)
+
+
+async def nap_totals(session: AsyncSession) -> list[RegionTotal]:
+    """Members, adopted and in-development NAPs per region, regions alphabetically."""
+    rows = await session.execute(
+        select(Member.region, NapStatus.stage).outerjoin(NapStatus,
+                                                        NapStatus.member_id == Member.id))
+    totals: dict[str, list[int]] = {}
+    for region, stage in rows:
+        t = totals.setdefault(region, [0, 0, 0])
+        t[0] += 1
+        t[1] += int(stage == NapStage.ADOPTED)
+        t[2] += int(stage == NapStage.IN_DEVELOPMENT)
+    return [RegionTotal(r, *t) for r, t in sorted(totals.items())]
+
+
+# -- drafts ---------------------------------------------------------------------------------
+def fingerprint(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def latest_draft(session: AsyncSession, edition_id: int) -> NewsletterDraft | None:
+    return await session.scalar(
+        select(NewsletterDraft).where(NewsletterDraft.edition_id == edition_id)
+        .order_by(NewsletterDraft.number.desc()).limit(1))
+
+
+async def record_draft(session: AsyncSession, edition_id: int, *, versions: list[list[int]],
+                       spotlight_member_id: int | None, print_: str, now: datetime,
+                       by: int | None, html: str = "") -> tuple[NewsletterDraft, bool]:
+    """The draft of these contents: the latest one when nothing changed, else a new one.
+
+    Returns the draft and whether it is new. `print_` is a fingerprint of everything the draft
+    shows, so a change to any item, the spotlight or the NAP figures makes a new draft.
+    """
+    last = await latest_draft(session, edition_id)
+    if last is not None and last.fingerprint == print_:
+        if html and last.html != html:
+            last.html = html
+        return last, False
+    draft = NewsletterDraft(edition_id=edition_id, number=(last.number + 1) if last else 1,
+                            fingerprint=print_, items=versions,
+                            spotlight_member_id=spotlight_member_id, created_at=now,
+                            created_by=by, html=html)
+    session.add(draft)
+    await session.flush()
+    return draft, True
+
+
+async def drafts(session: AsyncSession, edition_id: int) -> list[NewsletterDraft]:
+    return list(await session.scalars(
+        select(NewsletterDraft).where(NewsletterDraft.edition_id == edition_id)
+        .order_by(NewsletterDraft.number)))
