@@ -192,24 +192,15 @@ async def test_short_texts_get_a_plain_answer_not_an_offer(chat: Transcript,
     assert await open_form(demo_db, FP_CHILE) is None  # nothing was offered
 
 
-async def test_a_wish_to_register_for_a_meeting_points_to_help_today(chat: Transcript) -> None:
+async def test_a_wish_to_register_for_a_meeting_points_to_the_meeting_commands(
+        chat: Transcript) -> None:
     await chat.say("I want to register for the next meeting", as_=FP_CHILE)
     assert chat.keys == ["free_text.meetings"]
-    assert read(chat).startswith("I can't register anyone for meetings yet. Send /help")
-
-
-async def _meetings(msg: Incoming, ctx: Context) -> list[Outgoing]:
-    return [Outgoing("forms.nothing_to_cancel")]
-
-
-async def test_a_wish_to_register_points_to_the_meeting_commands_once_there(
-        demo_db: Database, clock: FrozenClock, renderer: Renderer) -> None:
-    meetings = Command("meetings", _meetings, Access.REGISTERED, "help.troika", usage="[n]")
-    chat = Transcript(Core(demo_db, (*COMMANDS, meetings), FORMS, clock=clock,
-                           renderer=renderer, free_text=FREE_TEXT), renderer)
+    assert read(chat).startswith(
+        "For meetings:\n/meetings · upcoming meetings, with seats left and your own status\n"
+        "/register [n] · register yourself or your delegation for a meeting\n")
     await chat.say("We would like to attend the meeting in Berlin", as_=FP_CHILE)
     assert chat.keys == ["free_text.meetings"]
-    assert read(chat).startswith("For meetings:\n/meetings [n] · ")
 
 
 async def test_text_that_reads_like_an_update_is_offered_with_its_cancel(

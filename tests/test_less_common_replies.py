@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bot.adapters.console import ConsoleAdapter
 from handlers import COMMANDS, FORMS, FREE_TEXT
@@ -37,6 +37,13 @@ async def _also_focal_point_of(db: Database, email: str, member_code: str) -> No
 
 # -- filing updates -------------------------------------------------------------------------
 async def test_who_may_file_and_for_which_member(chat: Transcript, demo_db: Database) -> None:
+    await chat.say("/update", as_=WILPF)  # civil society files a voice of its own
+    assert chat.text().startswith("Civil society voice for the newsletter · 1/5")
+    await chat.say("/cancel", as_=WILPF)
+    async with demo_db.transaction() as session:  # a person with no role left
+        wilpf = await session.scalar(select(Person).where(Person.email == WILPF))
+        assert wilpf is not None
+        await session.execute(delete(Role).where(Role.person_id == wilpf.id))
     await chat.say("/update", as_=WILPF)
     assert "Only focal points and alternates file national updates" in chat.text()
     await chat.say("/update", as_=COORDINATOR)

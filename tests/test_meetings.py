@@ -150,7 +150,9 @@ async def test_a_wrong_meeting_answer_is_asked_again_with_the_reason(
     await chat.say(answer, as_=COORDINATOR)
     out = chat.last()
     assert out.step is not None and error in " ".join(out.errors.values())
-    assert rendered(chat) == question  # the same question again, nothing lost
+    reason, *again = rendered(chat).splitlines()
+    assert reason.startswith("! ") and error in reason
+    assert "\n".join(again) == question  # the same question again, nothing lost
     async with demo_db.transaction() as session:
         assert not await session.scalar(select(func.count()).select_from(Meeting)
                                         .where(Meeting.title.startswith("Berlin")))
