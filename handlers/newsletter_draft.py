@@ -8,6 +8,15 @@ Attribution: an item is attributed to its member (or, for a civil society voice,
 organisation), except under the Chatham House Rule: then it carries no member, person or
 region, and is placed after the attributed items of its section, sorted by title, so that its
 position gives nothing away either.
+
+Upcoming events: besides the event updates, the meetings of the store that are scheduled (not
+cancelled) and start on or after the edition's planned publication date (in the venue's time
+zone; never one that has started by the time the draft is compiled, and for a published
+edition none that started before it went out), soonest first, ahead of the event updates.
+The registration window is told as it stands on the publication date, and nothing that moves
+with every registration (seats left) is shown, so the same meetings make the same draft. A
+meeting under the Chatham House Rule is listed like any other: the meeting itself is public,
+the rule covers what is said there.
 """
 
 from __future__ import annotations
@@ -15,8 +24,9 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 from docx import Document
@@ -24,11 +34,13 @@ from docx.shared import Pt, RGBColor
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.meetings import ELIGIBLE
 from messages import Renderer
 from messages.newsletter import DraftTemplates
 from storage import editions as store
 from storage.models import (
     Edition,
+    Meeting,
     Member,
     NapStatus,
     NationalUpdate,
@@ -65,6 +77,23 @@ class Item:
     files: list[str]
 
 
+@dataclass(frozen=True)
+class Event:
+    """A meeting of the store as the events section lists it (every text already worded)."""
+
+    meeting_id: int
+    sequence: int
+    title: str
+    lead: str  # its kind, and who hosts it
+    when: str  # start and end in the venue's time zone
+    venue: str
+    online_url: str
+    agenda_url: str
+    registration: str
+    eligible: str
+    chatham: bool
+
+
 @dataclass
 class Section:
     key: str
@@ -88,6 +117,7 @@ class Draft:
     spotlight: dict[str, Any] | None
     nap: dict[str, Any]
     t: Callable[..., str]
+    events: list[Event] = field(default_factory=list)
 
     @property
     def items(self) -> list[Item]:
@@ -99,12 +129,19 @@ class Draft:
             "lang": e.language, "number": e.number, "title": e.title, "start": e.period_start,
             "end": e.period_end, "draft": self.number, "created": self.created.date(),
             "count": len(self.items),
-            "sections": [{"key": s.key, "heading": s.heading,
-                          "count": (self.spotlight or {}).get("member", "")
-                          if s.key == "spotlight" else s.count,
+            "sections": [{"key": s.key, "heading": s.heading, "count": self._count(s),
                           "entries": [asdict(i) for i in s.items]} for s in self.sections],
             "spotlight": self.spotlight, "nap": self.nap,
+            "events": [asdict(m) for m in self.events],
         }
+
+    def _count(self, section: Section) -> int | str:
+        """What the contents show beside a section: its entries, or the spotlight's member."""
+        if section.key == "spotlight":
+            return str((self.spotlight or {}).get("member", ""))
+        if section.key == "events":
+            return section.count + len(self.events)
+        return section.count
 
     def file_name(self, fmt: str) -> str:
         return f"newsletter-edition-{self.edition.number}-draft-{self.number}.{FORMATS[fmt][1]}"
@@ -219,6 +256,77 @@ async def _nap(session: AsyncSession, edition: Edition, renderer: Renderer) -> d
             "developing": sum(r["developing"] for r in totals)}
 
 
+def _venue_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):  # refused when a meeting is made; just in case
+        return ZoneInfo("UTC")
+
+
+def _safe_url(url: str) -> str:
+    return url if url.lower().startswith(SAFE_SCHEMES) else ""
+
+
+def _eligible_key(roles: list[Any]) -> str:
+    found = [key for key, wanted in ELIGIBLE.items() if sorted(wanted) == sorted(roles)]
+    return found[0] if found else "everyone"
+
+
+def _event(meeting: Meeting, moment: datetime, renderer: Renderer, language: str,
+           t: Callable[..., str]) -> Event:
+    """One meeting, worded for a newsletter reader, its registration as it stands at `moment`."""
+    tz = meeting.timezone
+    zone = _venue_zone(tz)
+    starts, ends = meeting.starts_at.astimezone(zone), meeting.ends_at.astimezone(zone)
+    if moment < meeting.registration_opens_at:
+        state = "not_open"
+    elif moment < meeting.registration_closes_at:
+        state = "open"
+    else:
+        state = "closed"
+    kind = renderer.render(f"meetings.kind_{meeting.kind}", language, "plain")
+    eligible = renderer.render(f"meetings.eligible_{_eligible_key(meeting.eligible_roles)}",
+                               language, "plain")
+    return Event(
+        meeting_id=meeting.id, sequence=meeting.sequence, title=meeting.title,
+        lead=t("event_lead", kind=kind, host=meeting.host.name if meeting.host else ""),
+        when=t("event_when", starts=starts, ends=ends, start_time=f"{starts:%H:%M}",
+               end_time=f"{ends:%H:%M}", same_day=starts.date() == ends.date(), tz=tz),
+        venue=meeting.venue, online_url=_safe_url(meeting.online_url),
+        agenda_url=_safe_url(meeting.agenda_url),
+        registration=t("event_registration", state=state, id=meeting.id, tz=tz,
+                       opens=meeting.registration_opens_at,
+                       closes=meeting.registration_closes_at, approval=meeting.needs_approval),
+        eligible=eligible, chatham=meeting.chatham_house)
+
+
+async def _events(session: AsyncSession, edition: Edition, renderer: Renderer, now: datetime,
+                  t: Callable[..., str]) -> list[Event]:
+    """The meetings the events section lists: upcoming for the edition's readers.
+
+    An edition not yet out lists the scheduled meetings that start on or after its planned
+    publication date, in the venue's time zone (and after `now`, should publication be late);
+    a published one those that started after it went out.
+    """
+    day: date | None = None
+    if edition.published_at is not None:
+        floor = edition.published_at
+    else:
+        day, floor = edition.planned_publication, now
+        # A day earlier in UTC than the date anywhere: the venue's date is checked below.
+        floor = max(floor, datetime.combine(day - timedelta(days=1), time.min, UTC))
+    events = []
+    for meeting in await store.meetings_starting_after(session, floor):
+        zone = _venue_zone(meeting.timezone)
+        moment = floor
+        if day is not None:
+            if meeting.starts_at.astimezone(zone).date() < day:
+                continue
+            moment = max(now, datetime.combine(day, time.min, zone))
+        events.append(_event(meeting, moment, renderer, edition.language, t))
+    return events
+
+
 async def compile_draft(session: AsyncSession, edition: Edition, renderer: Renderer, *,
                         now: datetime, by: int | None, record: bool = True) -> Draft:
     """The edition's draft as it stands; recorded, and the same record when nothing changed.
@@ -236,8 +344,9 @@ async def compile_draft(session: AsyncSession, edition: Edition, renderer: Rende
                 for key in SECTIONS]
     member, spotlight = await _spotlight(session, edition, rows, renderer)
     nap = await _nap(session, edition, renderer)
+    events = await _events(session, edition, renderer, now, t)
     draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
-                  spotlight=spotlight, nap=nap, t=t)
+                  spotlight=spotlight, nap=nap, t=t, events=events)
     shown = draft.context()
     for moving in ("draft", "created"):
         shown.pop(moving)
@@ -288,6 +397,8 @@ def as_docx(draft: Draft) -> bytes:
         doc.add_heading(s["heading"], level=1)
         if s["key"] == "spotlight":
             _docx_spotlight(doc, t, ctx)
+        if s["key"] == "events":
+            _docx_events(doc, t, ctx["events"])
         for item in s["entries"]:
             doc.add_heading(item["title"], level=2)
             lead = doc.add_paragraph()
@@ -311,7 +422,7 @@ def as_docx(draft: Draft) -> bytes:
                     doc.add_paragraph(name, style="List Bullet")
         if s["key"] == "nap_progress":
             _docx_nap(doc, t, ctx["nap"])
-        if not s["entries"] and s["key"] not in ("spotlight", "nap_progress"):
+        if not s["count"] and s["key"] not in ("spotlight", "nap_progress"):
             doc.add_paragraph().add_run(t("empty_section")).italic = True
     doc.add_paragraph(t("footer"), style="Caption")
     out = io.BytesIO()
@@ -337,6 +448,25 @@ def _docx_spotlight(doc: Any, t: Callable[..., str], ctx: dict[str, Any]) -> Non
         for title in spot["material"]:
             doc.add_paragraph(title, style="List Bullet")
     doc.add_paragraph().add_run(t("spotlight_note")).italic = True
+
+
+def _docx_events(doc: Any, t: Callable[..., str], events: list[dict[str, Any]]) -> None:
+    for event in events:
+        doc.add_heading(event["title"], level=2)
+        run = doc.add_paragraph().add_run(event["lead"])
+        run.bold, run.font.color.rgb = True, RGBColor(0xB3, 0x5C, 0x00)
+        facts = [("event_when_label", event["when"]), ("event_where_label", event["venue"]),
+                 ("event_online_label", event["online_url"]),
+                 ("event_agenda_label", event["agenda_url"]),
+                 ("event_registration_label", event["registration"]),
+                 ("event_eligible_label", event["eligible"])]
+        for label, value in facts:
+            if value:
+                p = doc.add_paragraph(style="List Bullet")
+                p.add_run(f"{t(label)}: ").bold = True
+                p.add_run(value)
+        if event["chatham"]:
+            doc.add_paragraph().add_run(t("event_chatham")).italic = True
 
 
 def _docx_nap(doc: Any, t: Callable[..., str], nap: dict[str, Any]) -> None:

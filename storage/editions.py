@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import (
     Edition,
     EditionStatus,
+    Meeting,
+    MeetingStatus,
     Member,
     NapHistory,
     NapStage,
@@ -219,6 +221,15 @@ async def nap_totals(session: AsyncSession) -> list[RegionTotal]:
         t[1] += int(stage == NapStage.ADOPTED)
         t[2] += int(stage == NapStage.IN_DEVELOPMENT)
     return [RegionTotal(r, *t) for r, t in sorted(totals.items())]
+
+
+# -- upcoming events ------------------------------------------------------------------------
+async def meetings_starting_after(session: AsyncSession, after: datetime) -> list[Meeting]:
+    """Scheduled (not cancelled) meetings that start after `after`, soonest first."""
+    return list(await session.scalars(
+        select(Meeting).where(Meeting.status == MeetingStatus.SCHEDULED,
+                              Meeting.starts_at > after)
+        .order_by(Meeting.starts_at, Meeting.id)))
 
 
 # -- drafts ---------------------------------------------------------------------------------
