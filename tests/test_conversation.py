@@ -14,10 +14,8 @@ from sqlalchemy import func, select
 
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import FrozenClock
-from handlers.context import Context
 from handlers.dispatch import Core
-from handlers.routing import Access, Command
-from handlers.types import MAX_TEXT, Incoming, Outgoing
+from handlers.types import MAX_TEXT, Outgoing
 from handlers.updates import UPDATE_FORM
 from messages import Renderer
 from storage.db import Database
