@@ -9,6 +9,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 
 from bot.delivery import Outbox
+from bot.scheduler import ReminderJobs
 from bot.settings import Settings
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import Clock, SystemClock
@@ -49,6 +50,7 @@ class BotApp:
         scheduler = AsyncIOScheduler(timezone="UTC")
         scheduler.add_job(self.prune_inbox, "interval", hours=6, id="inbox-prune",
                           coalesce=True, max_instances=1)
+        ReminderJobs(self).install(scheduler)
         scheduler.start()
         self.scheduler = scheduler
         return scheduler

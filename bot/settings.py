@@ -51,6 +51,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    digest_cron: str = "0 9 * * mon"
+    digest_timezone: str = ""
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -70,6 +72,8 @@ class Settings:
             host=env.get("HOST") or "127.0.0.1",
             port=int(env.get("PORT") or 8080),
             log_level=(env.get("FPBOT_LOG_LEVEL") or "INFO").upper(),
+            digest_cron=env.get("FPBOT_DIGEST_CRON") or cls.digest_cron,
+            digest_timezone=env.get("FPBOT_DIGEST_TIMEZONE") or "",
         )
 
     @property

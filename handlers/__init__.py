@@ -3,7 +3,7 @@
 Commands appear in /help in this order; each says who may use it (see `routing.Access`).
 """
 
-from handlers import forms, nap, network, onboarding, review, search, updates
+from handlers import deadlines, digest, forms, nap, network, onboarding, review, search, updates
 from handlers.forms import Form
 from handlers.routing import Access, Command
 
@@ -25,18 +25,31 @@ COMMANDS: tuple[Command, ...] = (
             usage="words [member:X] [category:Y] [since:YYYY-MM-DD]", personal=True),
     Command("nap", nap.nap, Access.REGISTERED, "help.nap", usage="[member|all|update|history]"),
     Command("troika", network.show_troika, Access.REGISTERED, "help.troika", usage="[year]"),
+    Command("deadlines", deadlines.deadlines, Access.REGISTERED, "deadlines.help_deadlines",
+            personal=True),
+    Command("deadline", deadlines.deadline, Access.REGISTERED, "deadlines.help_deadline",
+            usage="done N | new", personal=True),
+    Command("actions", deadlines.actions, Access.REGISTERED, "deadlines.help_actions",
+            usage="[all]"),
+    Command("action", deadlines.action, Access.REGISTERED, "deadlines.help_action",
+            usage="done N | new", personal=True),
+    Command("away", deadlines.away, Access.REGISTERED, "deadlines.help_away",
+            usage="until DATE | in 2 weeks | off", personal=True),
+    Command("timezone", deadlines.timezone, Access.REGISTERED, "deadlines.help_timezone",
+            usage="[Area/City]", personal=True),
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
     Command("review", review.review, Access.SECRETARIAT, "help.review",
             usage="[approve|changes|reject n [text]]", personal=True),
     Command("requests", onboarding.requests, Access.SECRETARIAT, "help.requests",
             usage="[approve|reject n [reason]]", personal=True),
+    Command("digest", digest.digest, Access.SECRETARIAT, "deadlines.help_digest", personal=True),
 )
 
 FORMS: dict[str, Form] = {
     form.name: form
     for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
-                 nap.NAP_FORM)
+                 nap.NAP_FORM, deadlines.DEADLINE_FORM, deadlines.ACTION_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.deadlines import load_demo_deadlines
 from storage.models import Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
 
@@ -39,4 +40,5 @@ async def load_demo(session: AsyncSession, now: datetime) -> tuple[int, ImportRe
         await session.execute(
             update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
+        await load_demo_deadlines(session, now)
     return added, report
