@@ -80,7 +80,7 @@ class ReminderJobs:
         self._follow_zone(tz)
         period = digest_period(self.cron, tz, now)
         async with self.app.db.transaction() as session:
-            won = await sweep(session, at=now)
+            won = await sweep(session, at=now, renderer=self.app.renderer)
             queued = sum(1 for c in won if c.status == "due")
             queued += await troika_heads_up(session, at=now, by=self.instance)
             if period is not None:

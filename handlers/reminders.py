@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.types import Choice, Outgoing
+from messages import Renderer
 from storage.deadlines import (
     ALTERNATES_FROM,
     OBLIGATIONS,
@@ -145,6 +146,19 @@ def person_targets(deadline: Deadline, roster: Roster) -> list[Person]:
     return [found[k] for k in sorted(found)]
 
 
+def one_a_day(times: list[tuple[str, datetime]], tz: str) -> list[tuple[str, datetime]]:
+    """At most one reminder a local day: an offset moved onto the day of a later one (a 2-day
+    reminder pushed from Sunday to Monday, beside Monday's 1-day one) gives way to it."""
+    kept: list[tuple[str, datetime]] = []
+    days: set[object] = set()
+    for offset, when in sorted(times, key=lambda x: x[1], reverse=True):
+        day = when.astimezone(zone(tz)).date()
+        if day not in days:
+            days.add(day)
+            kept.append((offset, when))
+    return kept
+
+
 class _Planner:
     def __init__(self, session: AsyncSession, roster: Roster, at: datetime,
                  recorded: set[tuple[int, int, str]]) -> None:
@@ -173,7 +187,8 @@ class _Planner:
         None if nothing is due, or the person is in quiet time and can still be reached in
         working time before the deadline."""
         tz, country = person.timezone, self.country(person, member)
-        times = [(o, send_time(deadline.due_at, o, tz, country)) for o in offsets]
+        times = one_a_day([(o, send_time(deadline.due_at, o, tz, country)) for o in offsets],
+                          tz)
         due = [(o, t) for o, t in sorted(times, key=lambda x: x[1]) if t <= self.at]
         if not due:
             return None
@@ -294,9 +309,10 @@ async def due_reminders(session: AsyncSession, *, at: datetime,
     return planner.out
 
 
-def reminder_message(c: Candidate, action_no: int | None = None) -> Outgoing:
+def reminder_message(c: Candidate, renderer: Renderer) -> Outgoing:
     """The reminder a person reads."""
     d = c.deadline
+    done = renderer.render("deadlines.done_button", c.person.locale, "plain")
     if c.missing:
         return Outgoing("deadlines.still_missing", {
             "title": d.title, "due": d.due_at, "count": len(c.missing),
@@ -305,9 +321,9 @@ def reminder_message(c: Candidate, action_no: int | None = None) -> Outgoing:
         }, private=True)
     choices: tuple[Choice, ...] = ()
     if d.kind == DeadlineKind.CUSTOM:
-        choices = (Choice(f"/deadline done {d.id}", "Done"),)
+        choices = (Choice(f"/deadline done {d.id}", done),)
     elif d.kind == DeadlineKind.ACTION_POINT and d.ref_id is not None:
-        choices = (Choice(f"/action done {d.ref_id}", "Done"),)
+        choices = (Choice(f"/action done {d.ref_id}", done),)
     left = d.due_at - c.send_at
     return Outgoing("deadlines.reminder", {
         "title": d.title, "asks": d.asks, "due": d.due_at, "id": d.id, "kind": d.kind,
@@ -334,7 +350,8 @@ async def queue_outgoing(session: AsyncSession, items: Iterable[tuple[int, str, 
     return len(await insert_ignore(session, OutboxItem, rows))
 
 
-async def sweep(session: AsyncSession, *, at: datetime) -> list[Candidate]:
+async def sweep(session: AsyncSession, *, at: datetime,
+                renderer: Renderer | None = None) -> list[Candidate]:
     """Record every decision due at `at` and queue the reminders to send, in this transaction.
 
     Rows another instance recorded first (the unique constraint) are left to it.
@@ -342,11 +359,12 @@ async def sweep(session: AsyncSession, *, at: datetime) -> list[Candidate]:
     candidates = await due_reminders(session, at=at)
     if not candidates:
         return []
+    renderer = renderer or Renderer()
     by_key = {c.key: c for c in candidates}
     mine = await insert_ignore(session, Reminder, [_row(c, at) for c in candidates],
                                returning=("deadline_id", "person_id", "offset"))
     won = [by_key[(int(d), int(p), str(o))] for d, p, o in mine]
-    await queue_outgoing(session, [(c.person.id, c.dedupe_key, reminder_message(c))
+    await queue_outgoing(session, [(c.person.id, c.dedupe_key, reminder_message(c, renderer))
                                    for c in won if c.status == "due"], at)
     return won
 
