@@ -347,7 +347,8 @@ async def _may_close(ctx: Context, a: ActionPoint) -> bool:
 
 
 async def _action_done(ctx: Context, number: int) -> list[Outgoing]:
-    a = await ctx.session.get(ActionPoint, number, with_for_update=True)
+    a = await ctx.session.scalar(select(ActionPoint).where(ActionPoint.id == number)
+                                 .with_for_update(of=ActionPoint))
     if a is None:
         raise UserError("deadlines.unknown_action", id=number)
     if a.status == "done":
