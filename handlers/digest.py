@@ -111,7 +111,8 @@ async def _overdue(session: AsyncSession, now: datetime) -> list[dict[str, Any]]
         select(ActionPoint).where(ActionPoint.status == "open", ActionPoint.due_at < now)
         .order_by(ActionPoint.due_at, ActionPoint.id))
     return [{"id": a.id, "text": a.text, "owner": owner_label(a), "due": a.due_at,
-             "late": _age(now, a.due_at) if a.due_at else 0} for a in rows]
+             "late": -((a.due_at - now) // timedelta(days=1)) if a.due_at else 0}
+            for a in rows]  # days late, any part of a day counting as one
 
 
 async def _requests(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
