@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
+from bot.adapters import AdapterSetupError
 from handlers.digest import queue_digest
 from handlers.reminders import sweep, troika_heads_up
 from storage.deadlines import zone
@@ -58,6 +59,11 @@ class ReminderJobs:
     def __init__(self, app: BotApp) -> None:
         self.app = app
         self.cron = app.settings.digest_cron or DEFAULT_DIGEST_CRON
+        try:
+            CronTrigger.from_crontab(self.cron)
+        except ValueError as exc:
+            raise AdapterSetupError(f"FPBOT_DIGEST_CRON={self.cron!r} is not a crontab line "
+                                    f"such as '0 9 * * mon' ({exc})") from None
         self.instance = f"{uuid.uuid4().hex[:12]}"
         self.scheduler: AsyncIOScheduler | None = None
         self.digest_tz = app.settings.digest_timezone or ""

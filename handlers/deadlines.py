@@ -154,12 +154,17 @@ async def _mine(ctx: Context) -> list[tuple[Deadline, str, bool]]:
     return found[:LIST_LIMIT]
 
 
+async def deadline_items(ctx: Context) -> list[dict[str, Any]]:
+    """The caller's open deadlines, soonest first, for /deadlines and the dashboard."""
+    return [{"id": d.id, "title": d.title, "asks": d.asks, "due": d.due_at, "member": m,
+             "owed": owed, "kind": d.kind, "all": m == "*"}
+            for d, m, owed in await _mine(ctx)]
+
+
 async def deadlines(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """List your open deadlines, in your time zone, with what each asks of you."""
     assert ctx.person is not None
-    items = [{"id": d.id, "title": d.title, "asks": d.asks, "due": d.due_at, "member": m,
-              "owed": owed, "kind": d.kind, "all": m == "*"}
-             for d, m, owed in await _mine(ctx)]
+    items = await deadline_items(ctx)
     return [Outgoing("deadlines.list", {"items": items, "tz": ctx.person.timezone,
                                         "secretariat": ctx.is_secretariat}, private=True)]
 

@@ -17,7 +17,7 @@ nothing goes out after the deadline.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -309,6 +309,12 @@ async def due_reminders(session: AsyncSession, *, at: datetime,
     return planner.out
 
 
+# kind -> the reminder a person reads, when a kind needs more than the generic one (a
+# meeting's: venue or link, and the calendar file). Called in the sweep's transaction.
+MessageFn = Callable[[AsyncSession, Candidate, Renderer], Awaitable[Outgoing]]
+REMINDER_MESSAGES: dict[str, MessageFn] = {}
+
+
 def reminder_message(c: Candidate, renderer: Renderer) -> Outgoing:
     """The reminder a person reads."""
     d = c.deadline
@@ -364,8 +370,14 @@ async def sweep(session: AsyncSession, *, at: datetime,
     mine = await insert_ignore(session, Reminder, [_row(c, at) for c in candidates],
                                returning=("deadline_id", "person_id", "offset"))
     won = [by_key[(int(d), int(p), str(o))] for d, p, o in mine]
-    await queue_outgoing(session, [(c.person.id, c.dedupe_key, reminder_message(c, renderer))
-                                   for c in won if c.status == "due"], at)
+    items = []
+    for c in won:
+        if c.status == "due":
+            build = REMINDER_MESSAGES.get(c.deadline.kind)
+            message = (await build(session, c, renderer) if build and not c.missing
+                       else reminder_message(c, renderer))
+            items.append((c.person.id, c.dedupe_key, message))
+    await queue_outgoing(session, items, at)
     return won
 
 

@@ -189,7 +189,8 @@ async def sync_deadline(
 ) -> Deadline:
     """Create the deadline of an obligation, or move it (one per kind and ref_id).
 
-    Reminders already queued stay queued; a moved deadline plans its remaining ones afresh.
+    Reminders already recorded stay as they are (an offset is never repeated for a new date);
+    a moved deadline's other offsets follow the new date.
     """
     row = None
     if ref_id is not None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from handlers.clock import FrozenClock
 from handlers.deadlines import parse_until
+from handlers.dispatch import Core
 from handlers.reminders import due_reminders, sweep
 from messages.render import FORMATS
 from storage.db import Database
@@ -16,13 +17,14 @@ from storage.deadlines import (
     DEFAULT_OFFSETS,
     audience,
     find_timezone,
+    load_demo_deadlines,
     parse_offsets,
     scheduled_at,
     send_time,
     sync_deadline,
     useful_offsets,
 )
-from storage.models import ActionPoint, Deadline, DeadlineKind, Person, Reminder, RoleName
+from storage.models import ActionPoint, Chair, Deadline, DeadlineKind, Person, Reminder, RoleName
 from tests.conftest import COORDINATOR, FP_CHILE, FP_GERMANY, Transcript
 
 ALT_CHILE = "alt.chile@demo.invalid"
@@ -283,3 +285,32 @@ async def test_action_points_of_the_2017_summary_are_listed_and_closed_by_their_
 async def test_whoami_shows_the_troika_seat(chat: Transcript) -> None:
     await chat.say("/whoami", as_=FP_GERMANY)
     assert "Germany is in the 2018 troika (chair this year)" in chat.text()
+
+
+async def test_demo_chairs_around_today_make_a_current_troika_marked_demo(
+    chat: Transcript, demo_db: Database, clock: FrozenClock
+) -> None:
+    clock.at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    async with demo_db.transaction() as session:
+        await load_demo_deadlines(session, clock.now())
+        await load_demo_deadlines(session, clock.now())  # safe to run again
+        chairs = {c.year: (c.member.code, c.is_demo) for c in await session.scalars(
+            select(Chair).where(Chair.year >= 2025))}
+    assert chairs == {2025: ("namibia", True), 2026: ("chile", True), 2027: ("germany", True)}
+    await chat.say("/whoami", as_=FP_CHILE)
+    assert "Chile is in the 2026 troika (chair this year, a demo chair)" in chat.text()
+    await chat.say("/troika", as_=FP_CHILE)
+    texts = every_format(chat)
+    assert "· Chile · chair (demo)" in texts["plain"]
+    assert "· Germany · next chair (2027) (demo)" in texts["plain"]
+    await chat.say("/troika 2018", as_=FP_CHILE)
+    assert "(demo)" not in chat.text()  # the real chairs are not marked
+
+
+async def test_the_dashboard_lists_a_persons_deadlines(chat: Transcript, core: Core) -> None:
+    await chat.say("/whoami", as_=FP_CHILE)  # binds the console account
+    home = await core.home("console", FP_CHILE)
+    for fmt in FORMATS:
+        text = chat.renderer.render(home.key, "en", fmt, **home.context)
+        assert "Contributions to the next newsletter (demo) · due 11 March 2018, 14:00 " \
+               "(America/Santiago)" in text

@@ -215,3 +215,14 @@ def test_the_cli_lists_due_and_sent_reminders_and_previews_the_digest(tmp_path: 
     assert bad.returncode == 2 and "is not an ISO date or date-time" in bad.stderr
     sent = fpbot("reminders", "sent", "--since", "2000-01-01")
     assert sent.returncode == 0 and sent.stdout.startswith("0 reminder(s) recorded since")
+
+
+def test_a_bad_digest_cron_stops_the_start_with_a_clear_sentence(demo_db: Database) -> None:
+    import pytest
+
+    from bot.adapters import AdapterSetupError
+
+    app = BotApp(Settings(database_url=demo_db.url, digest_cron="every monday"))
+    with pytest.raises(AdapterSetupError, match="FPBOT_DIGEST_CRON='every monday' is not a "
+                                                "crontab line such as '0 9 \\* \\* mon'"):
+        ReminderJobs(app)
