@@ -261,3 +261,32 @@ async def test_two_sweeps_at_once_queue_each_reminder_once(
         rows = await session.scalar(select(func.count()).select_from(Reminder))
     assert len(keys) == len(set(keys)) > 0
     assert sum(counts) == rows
+
+
+async def test_a_fan_out_of_500_killed_midway_is_sent_exactly_once_after_restart(
+    demo_db: Database, clock: FrozenClock, renderer: Renderer
+) -> None:
+    from tests.test_digest import add_members
+
+    await add_members(demo_db, 500, clock.now())
+    await give_accounts(demo_db, clock.now())
+    async with demo_db.transaction() as session:
+        await sync_deadline(session, DeadlineKind.CUSTOM, None, DUE, TITLE,
+                            audience(roles=[RoleName.FOCAL_POINT]), now=clock.now())
+    clock.at = DUE - timedelta(days=7) + timedelta(hours=1)
+    async with demo_db.transaction() as session:
+        queued = [c for c in await sweep(session, at=clock.now()) if c.status == "due"]
+    assert len(queued) >= 1000  # this deadline and the demo one, for 505 members' people
+    sent: list[tuple[str, Outgoing, dict[str, str], datetime]] = []
+    with pytest.raises(Killed):
+        await Outbox(demo_db, clock, {"console": Recorder(renderer, clock, 137, sent)}
+                     ).deliver_due(limit=1000)
+    assert len(sent) == 137
+    async with demo_db.transaction() as session:  # the restarted process sweeps again
+        assert await sweep(session, at=clock.now()) == []
+    clock.advance(seconds=CLAIM_FOR.total_seconds() + 1)  # the dead claim lapses
+    restarted = Outbox(demo_db, clock, {"console": Recorder(renderer, clock, None, sent)})
+    while await restarted.deliver_due():
+        pass
+    delivered = [(chat, m.context.get("id"), m.key) for chat, m, *_ in sent]
+    assert len(delivered) == len(set(delivered)) == len(queued)
