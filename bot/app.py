@@ -39,6 +39,7 @@ class BotApp:
         self.outbox = Outbox(self.db, self.clock, senders={})
         self.core.outbox_listeners.append(self.outbox.poke)
         self.scheduler: AsyncIOScheduler | None = None
+        self.reminder_jobs: ReminderJobs | None = None
 
     async def open(self) -> None:
         """Check the store answers and bring its schema up to date."""
@@ -50,7 +51,8 @@ class BotApp:
         scheduler = AsyncIOScheduler(timezone="UTC")
         scheduler.add_job(self.prune_inbox, "interval", hours=6, id="inbox-prune",
                           coalesce=True, max_instances=1)
-        ReminderJobs(self).install(scheduler)
+        self.reminder_jobs = ReminderJobs(self)
+        self.reminder_jobs.install(scheduler)
         scheduler.start()
         self.scheduler = scheduler
         return scheduler
@@ -66,6 +68,8 @@ class BotApp:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def close(self) -> None:
+        if self.reminder_jobs is not None:
+            await self.reminder_jobs.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

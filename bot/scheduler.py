@@ -8,6 +8,8 @@ one, and a digest missed while every instance was down goes out at the next swee
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -67,6 +69,8 @@ class ReminderJobs:
         self.instance = f"{uuid.uuid4().hex[:12]}"
         self.scheduler: AsyncIOScheduler | None = None
         self.digest_tz = app.settings.digest_timezone or ""
+        self.active: set[asyncio.Task[None]] = set()
+        self.stopping = False
 
     async def secretariat_zone(self) -> str:
         """The zone the digest's cron is read in: FPBOT_DIGEST_TIMEZONE, else the first
@@ -98,10 +102,32 @@ class ReminderJobs:
         return queued
 
     async def guarded_run(self) -> None:
+        if self.stopping:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self.active.add(task)
         try:
             await self.run()
         except Exception:
             log.exception("reminder sweep failed; the next one retries")
+        finally:
+            if task is not None:
+                self.active.discard(task)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let a sweep in progress finish (it is one short transaction) before the store
+        closes; one still running after `grace` seconds is cancelled and rolled back. Call it
+        before shutting the scheduler down: APScheduler cancels the jobs it is running."""
+        self.stopping = True
+        await asyncio.sleep(0)  # a run just submitted starts, and sees `stopping`
+        for task in list(self.active):
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _follow_zone(self, tz: str) -> None:
         """Keep the digest trigger in the secretariat's zone (it may change)."""

@@ -226,3 +226,20 @@ def test_a_bad_digest_cron_stops_the_start_with_a_clear_sentence(demo_db: Databa
     with pytest.raises(AdapterSetupError, match="FPBOT_DIGEST_CRON='every monday' is not a "
                                                 "crontab line such as '0 9 \\* \\* mon'"):
         ReminderJobs(app)
+
+
+async def test_closing_the_bot_mid_sweep_lets_the_sweep_finish_quietly(
+    demo_db: Database, clock: FrozenClock, caplog: Any
+) -> None:
+    import asyncio
+    import logging
+
+    for delay in (0.0, 0.0, 0.01, 0.05):
+        app = BotApp(Settings(database_url=demo_db.url), clock=clock)
+        await app.db.dispose()
+        app.db = Database(demo_db.url, pooled=False)
+        with caplog.at_level(logging.ERROR):
+            app.start_scheduler()
+            await asyncio.sleep(delay)
+            await app.close()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
