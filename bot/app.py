@@ -9,6 +9,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 
 from bot.delivery import Outbox
+from bot.scheduler import ReminderJobs
 from bot.settings import Settings
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import Clock, SystemClock
@@ -41,6 +42,7 @@ class BotApp:
         self.outbox = Outbox(self.db, self.clock, senders={})
         self.core.outbox_listeners.append(self.outbox.poke)
         self.scheduler: AsyncIOScheduler | None = None
+        self.reminder_jobs: ReminderJobs | None = None
 
     async def open(self) -> None:
         """Check the store answers and bring its schema up to date."""
@@ -52,6 +54,8 @@ class BotApp:
         scheduler = AsyncIOScheduler(timezone="UTC")
         scheduler.add_job(self.prune_inbox, "interval", hours=6, id="inbox-prune",
                           coalesce=True, max_instances=1)
+        self.reminder_jobs = ReminderJobs(self)
+        self.reminder_jobs.install(scheduler)
         scheduler.start()
         self.scheduler = scheduler
         return scheduler
@@ -67,6 +71,8 @@ class BotApp:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def close(self) -> None:
+        if self.reminder_jobs is not None:
+            await self.reminder_jobs.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -67,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     sw = tg.add_parser("set-webhook", help="tell Telegram to send updates to URL (HTTPS)")
     sw.add_argument("url", help="the public address of fpbot serve, e.g. https://bot.example.org")
 
+    # -- reminders and the digest (issue 12) --
+    reminders = sub.add_parser("reminders", help="what reminders would go out, and what went")
+    rem = reminders.add_subparsers(dest="action", required=True)
+    rd = rem.add_parser("due", help="list the reminders due at a moment (nothing is sent)")
+    rd.add_argument("--at", type=_moment, help="ISO date-time (UTC unless it has an offset); "
+                                               "default: now")
+    rs = rem.add_parser("sent", help="list the reminders queued or skipped since a day")
+    rs.add_argument("--since", type=_moment, required=True, help="ISO date or date-time")
+    dg = sub.add_parser("digest", help="the secretariat's digest")
+    dg.add_argument("--preview", action="store_true", required=True,
+                    help="print it (nothing is sent)")
+    dg.add_argument("--at", type=_moment, help="as at this ISO date-time (default: now)")
+
     sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
     # --- newsletter (issue 11) ---
     newsletter = sub.add_parser("newsletter", help="newsletter drafts")
@@ -78,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     invite = sub.add_parser("invite", help="print a one-time invitation code for a person")
     invite.add_argument("email")
     return p
+
+
+def _moment(text: str) -> datetime:
+    """An ISO date or date-time for the command line; naive means UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or date-time (e.g. 2018-03-01T09:00)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @contextlib.asynccontextmanager
@@ -187,6 +211,39 @@ async def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+async def cmd_reminders(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.reminders import due_reminders, reminders_sent
+
+    async with opened(settings) as app, app.db.transaction() as session:
+        if args.action == "due":
+            at = args.at or app.clock.now()
+            due = [c for c in await due_reminders(session, at=at) if c.status == "due"]
+            print(f"{len(due)} reminder(s) due at {at:%Y-%m-%d %H:%M} UTC")
+            for c in due:
+                platforms = ",".join(sorted({i.platform for i in c.person.identities})) or "-"
+                about = f"{c.deadline.title}" + (f" [{c.member.name}]" if c.member else "")
+                print(f"  {c.person.name} <{c.person.email}>  {platforms}  #{c.deadline.id} "
+                      f"{about}  {c.offset} ({c.role}{', handed over' if c.handed_over else ''})")
+            return 0
+        rows = await reminders_sent(session, args.since)
+        print(f"{len(rows)} reminder(s) recorded since {args.since:%Y-%m-%d %H:%M} UTC")
+        for r, person, deadline in rows:
+            what = "queued" if r.status == "queued" else f"skipped ({r.reason})"
+            print(f"  {r.created_at:%Y-%m-%d %H:%M}  {person.name} <{person.email}>  "
+                  f"#{deadline.id} {deadline.title}  {r.offset}  {what}")
+        return 0
+
+
+async def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.digest import build_digest
+
+    async with opened(settings) as app, app.db.transaction() as session:
+        at = args.at or app.clock.now()
+        context = await build_digest(session, at)
+        print(app.renderer.render("digest.weekly", "en", "plain", tz="UTC", **context))
+        return 0
+
+
 async def _console(app: BotApp, email: str | None) -> int:
     user, name = ANONYMOUS, ""
     if email:
@@ -282,7 +339,8 @@ async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
     "members": cmd_members, "telegram": cmd_telegram, "chair": cmd_chair, "demo": cmd_demo,
-    "invite": cmd_invite, "newsletter": cmd_newsletter,
+    "invite": cmd_invite, "newsletter": cmd_newsletter, "reminders": cmd_reminders,
+    "digest": cmd_digest,
 }
 
 

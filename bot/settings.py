@@ -54,6 +54,8 @@ class Settings:
     files_dir: str = "fpbot-files"  # where the console writes the files the bot sends
     secret_key: Secret = Secret("")
     public_url: str = ""
+    digest_cron: str = "0 9 * * mon"
+    digest_timezone: str = ""
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -76,6 +78,8 @@ class Settings:
             files_dir=env.get("FPBOT_FILES_DIR") or "fpbot-files",
             secret_key=Secret(env.get("FPBOT_SECRET_KEY", "")),
             public_url=env.get("FPBOT_PUBLIC_URL", ""),
+            digest_cron=env.get("FPBOT_DIGEST_CRON") or cls.digest_cron,
+            digest_timezone=env.get("FPBOT_DIGEST_TIMEZONE") or "",
         )
 
     @property

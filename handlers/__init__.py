@@ -4,6 +4,8 @@ Commands appear in /help in this order; each says who may use it (see `routing.A
 """
 
 from handlers import (
+    deadlines,
+    digest,
     forms,
     free_text,
     meetings,
@@ -46,6 +48,18 @@ COMMANDS: tuple[Command, ...] = (
             usage="n [email]", personal=True),
     Command("myregistrations", meetings.my_registrations, Access.REGISTERED,
             "help.myregistrations", personal=True),
+    Command("deadlines", deadlines.deadlines, Access.REGISTERED, "deadlines.help_deadlines",
+            personal=True),
+    Command("deadline", deadlines.deadline, Access.REGISTERED, "deadlines.help_deadline",
+            usage="done N | new", personal=True),
+    Command("actions", deadlines.actions, Access.REGISTERED, "deadlines.help_actions",
+            usage="[all]"),
+    Command("action", deadlines.action, Access.REGISTERED, "deadlines.help_action",
+            usage="done N | new", personal=True),
+    Command("away", deadlines.away, Access.REGISTERED, "deadlines.help_away",
+            usage="until DATE | in 2 weeks | off", personal=True),
+    Command("timezone", deadlines.timezone, Access.REGISTERED, "deadlines.help_timezone",
+            usage="[Area/City]", personal=True),
     Command("invite", onboarding.invite, Access.SECRETARIAT, "help.invite", usage="email",
             personal=True),
     Command("review", review.review, Access.SECRETARIAT, "help.review",
@@ -59,13 +73,15 @@ COMMANDS: tuple[Command, ...] = (
             usage="new|N [move|drop|add|spotlight|close|publish ...]", personal=True),
     Command("newsletter", newsletter.newsletter, Access.SECRETARIAT, "help.newsletter",
             usage="[N] [html|md|docx|preview|archive]"),
+    Command("digest", digest.digest, Access.SECRETARIAT, "deadlines.help_digest", personal=True),
 )
 
 FORMS: dict[str, Form] = {
     form.name: form
     for form in (onboarding.MEMBERSHIP_FORM, updates.UPDATE_FORM, review.NOTE_FORM,
                  nap.NAP_FORM, meetings.MEETING_FORM, meetings.REGISTER_FORM,
-                 newsletter.EDITION_FORM, voices.VOICE_FORM)
+                 newsletter.EDITION_FORM, voices.VOICE_FORM, deadlines.DEADLINE_FORM,
+                 deadlines.ACTION_FORM)
 }
 
 # What a registered person's free text (no command, no open form) becomes.

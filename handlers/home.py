@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from handlers.context import Context
+from handlers.deadlines import deadline_items
 from handlers.meetings import dashboard_part
 from handlers.network import troika
 from handlers.routing import available
@@ -48,6 +49,7 @@ async def dashboard(ctx: Context) -> Outgoing:
             "troika": [{"member": s.member.name, "position": s.position, "year": s.year}
                        for s in seats],
             "year": ctx.now.year,
+            "deadlines": (await deadline_items(ctx))[:5],
             "commands": commands,
             "meetings": meetings,
         },

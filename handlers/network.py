@@ -20,6 +20,7 @@ class TroikaSeat:
     year: int
     member: Member
     position: str  # "previous", "incumbent" or "next"
+    demo: bool = False  # a demo chair (fpbot demo), not a real one
 
 
 def _fold(text: str) -> str:
@@ -56,11 +57,12 @@ async def member_by_code(session: AsyncSession, code: str) -> Member:
 async def troika(session: AsyncSession, year: int) -> list[TroikaSeat]:
     """The troika of `year`: the chairs of the year before, the year itself and the year after."""
     chairs = {
-        c.year: c.member
+        c.year: c
         for c in await session.scalars(select(Chair).where(Chair.year.between(year - 1, year + 1)))
     }
     positions = {year - 1: "previous", year: "incumbent", year + 1: "next"}
-    return [TroikaSeat(y, chairs[y], positions[y]) for y in sorted(chairs)]
+    return [TroikaSeat(y, chairs[y].member, positions[y], chairs[y].is_demo)
+            for y in sorted(chairs)]
 
 
 async def show_troika(msg: Incoming, ctx: Context) -> list[Outgoing]:
@@ -78,7 +80,8 @@ async def show_troika(msg: Incoming, ctx: Context) -> list[Outgoing]:
             {
                 "year": year,
                 "seats": [
-                    {"year": s.year, "member": s.member.name, "position": s.position}
+                    {"year": s.year, "member": s.member.name, "position": s.position,
+                     "demo": s.demo}
                     for s in seats
                 ],
                 "last_year": last,
@@ -110,7 +113,8 @@ async def whoami(msg: Incoming, ctx: Context) -> list[Outgoing]:
                     for i in sorted(await person.awaitable_attrs.identities, key=lambda i: i.platform)
                 ],
                 "troika": [
-                    {"member": s.member.name, "position": s.position, "year": s.year}
+                    {"member": s.member.name, "position": s.position, "year": s.year,
+                     "demo": s.demo}
                     for s in seats
                     if s.member.id in own
                 ],

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.deadlines import load_demo_deadlines
 from storage.edition_demo import load_demo_edition
 from storage.meetings import load_demo_meetings
 from storage.models import Chair, Member, Person
@@ -50,6 +51,7 @@ async def load_demo(session: AsyncSession, now: datetime, *,
         await load_demo_meetings(session, now)
         if newsletter:
             await load_demo_edition(session, now)
+        await load_demo_deadlines(session, now)
     return added, report
 
 

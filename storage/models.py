@@ -93,6 +93,8 @@ class Person(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # Reminders paused up to and including this (local) day; the member's alternates get them.
+    away_until: Mapped[date | None] = mapped_column(Date, nullable=True)
 
     roles: Mapped[list[Role]] = relationship(back_populates="person", lazy="selectin")
     identities: Mapped[list[Identity]] = relationship(back_populates="person", lazy="selectin")
@@ -135,6 +137,7 @@ class Chair(Base):
     __tablename__ = "chair"
     year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
 
     member: Mapped[Member] = relationship(lazy="joined")
 
@@ -546,3 +549,110 @@ class NewsletterDraft(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
     final: Mapped[bool] = mapped_column(Boolean, default=False)  # the published edition
     html: Mapped[str] = mapped_column(Text, default="")  # kept for the archive
+# --- deadlines, reminders, action points and the digest (issue 12) ---
+
+
+class DeadlineKind(enum.StrEnum):
+    EDITION_SUBMISSION = "edition_submission"
+    MEETING_REGISTRATION = "meeting_registration"
+    MEETING_REMINDER = "meeting_reminder"
+    ACTION_POINT = "action_point"
+    CUSTOM = "custom"
+
+
+class Deadline(Base):
+    """A dated obligation: who it is for, when it falls due, and when to remind them.
+
+    `audience` holds `roles` (role names; focal_point/alternate mean "every member"),
+    `members` (member ids), `persons` (person ids), `troika` and `chair` (booleans).
+    `offsets` are reminder offsets before the deadline: "7d", "2d", "1d", "12h", "morning".
+    """
+
+    __tablename__ = "deadline"
+    __table_args__ = (UniqueConstraint("kind", "ref_id", name="uq_deadline_ref"),
+                      Index("ix_deadline_due", "due_at"))
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    ref_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    title: Mapped[str] = mapped_column(String(200))
+    asks: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime]
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    offsets: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    created_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DeadlineDone(Base):
+    """A member (or a person) that has done what a custom deadline asks."""
+
+    __tablename__ = "deadline_done"
+    __table_args__ = (UniqueConstraint("deadline_id", "member_id", "person_id",
+                                       name="uq_deadline_done"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    deadline_id: Mapped[int] = mapped_column(ForeignKey("deadline.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    done_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    done_at: Mapped[datetime]
+
+
+class Reminder(Base):
+    """One reminder of one deadline to one person at one offset: queued once, or skipped."""
+
+    __tablename__ = "reminder"
+    __table_args__ = (UniqueConstraint("deadline_id", "person_id", "offset",
+                                       name="uq_reminder"),
+                      Index("ix_reminder_created", "created_at"))
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    deadline_id: Mapped[int] = mapped_column(ForeignKey("deadline.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    offset: Mapped[str] = mapped_column(String(24))
+    status: Mapped[str] = mapped_column(String(16))  # "queued" | "skipped"
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    send_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    dedupe_key: Mapped[str | None] = mapped_column(String(160), nullable=True)
+
+
+class ActionOwner(enum.StrEnum):
+    SECRETARIAT = "secretariat"
+    TROIKA = "troika"
+    CHAIR = "chair"
+    MEMBER = "member"
+    FOCAL_POINTS = "focal_points"
+
+
+class ActionPoint(Base):
+    """A key action point agreed at a meeting: what, who owns it, by when, and where it stands."""
+
+    __tablename__ = "action_point"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    meeting: Mapped[str] = mapped_column(String(200), default="")
+    owner: Mapped[str] = mapped_column(String(16))
+    owner_member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # "open" | "done"
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    done_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    owner_member: Mapped[Member | None] = relationship(lazy="joined")
+
+
+class JobRun(Base):
+    """A scheduled job's run for one period (the digest of a week): whoever inserts it runs it."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (UniqueConstraint("job", "period", name="uq_job_run"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job: Mapped[str] = mapped_column(String(48))
+    period: Mapped[str] = mapped_column(String(32))
+    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    claimed_at: Mapped[datetime]
