@@ -15,6 +15,7 @@ from bot import logs
 from bot.adapters import AdapterSetupError, configured
 from bot.adapters.console import ANONYMOUS, ConsoleAdapter
 from bot.app import BotApp
+from bot.delivery.report import failed_deliveries
 from bot.runner import run_until_signalled, serve
 from bot.settings import Settings
 from storage.db import StoreUnavailable, safe_url
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     tg = telegram.add_subparsers(dest="action", required=True)
     sw = tg.add_parser("set-webhook", help="tell Telegram to send updates to URL (HTTPS)")
     sw.add_argument("url", help="the public address of fpbot serve, e.g. https://bot.example.org")
+
+    outbox = sub.add_parser("outbox", help="messages the bot could not deliver")
+    outbox.add_subparsers(dest="action", required=True).add_parser(
+        "failed", help="list the messages given up, with why, and unreachable accounts")
 
     sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
     invite = sub.add_parser("invite", help="print a one-time invitation code for a person")
@@ -185,11 +190,29 @@ async def _console(app: BotApp, email: str | None) -> int:
         user, name = person.email, person.name
     console = ConsoleAdapter(app.core, app.renderer, user=user, display_name=name)
     await app.core.resume_outbox("console", user)
-    app.outbox.senders["console"] = console
-    if sys.stdin.isatty():
-        print(console.banner() + "\n")
-    await app.outbox.deliver_due()
-    await console.run(outbox_sweep=app.outbox.deliver_due)
+    await app.liveness.start()  # the notices it sends are claimed by this live instance
+    app.sender.channels["console"] = console
+    try:
+        if sys.stdin.isatty():
+            print(console.banner() + "\n")
+        await app.sender.flush()
+        await console.run(outbox_sweep=app.sender.flush)
+    finally:
+        app.sender.channels.pop("console", None)
+        await app.liveness.stop()
+    return 0
+
+
+async def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    async with opened(settings) as app:
+        failed, unreachable = await failed_deliveries(app.db)
+    if not failed and not unreachable:
+        print("nothing failed: every message went out or is still being tried")
+        return 0
+    for row in failed:
+        print(row)
+    for line in unreachable:
+        print(line)
     return 0
 
 
@@ -237,7 +260,7 @@ async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
     "members": cmd_members, "telegram": cmd_telegram, "chair": cmd_chair, "demo": cmd_demo,
-    "invite": cmd_invite,
+    "invite": cmd_invite, "outbox": cmd_outbox,
 }
 
 

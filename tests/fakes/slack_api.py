@@ -154,6 +154,17 @@ class FakeSlackAPI:
                 ) from None
         return self.calls_to(method)
 
+    # -- delivery faults (issue 9) -------------------------------------------------------------
+
+    def refuse_next(self, method: str, error: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        refusals = self.__dict__.setdefault("_refusals", {})
+        refusals.setdefault(method, []).extend([error] * times)
+
+    def _refusal(self, method: str) -> str | None:
+        queued = self.__dict__.get("_refusals", {}).get(method)
+        return queued.pop(0) if queued else None
+
     # -- Socket Mode --------------------------------------------------------------------------
 
     def use_socket_mode(self) -> str:
@@ -202,6 +213,14 @@ class FakeSlackAPI:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _read_params(request)
+        refusal = self._refusal(method)
+        if refusal is not None:
+            call = Call(method, params, 200)
+            self.calls.append(call)
+            self.__dict__.setdefault("refused", []).append(call)
+            async with self._changed:
+                self._changed.notify_all()
+            return web.json_response({"ok": False, "error": refusal})
         status, body, headers = self._answer(method, params, request.headers.get("Authorization"))
         self.calls.append(Call(method, params, status))
         async with self._changed:
