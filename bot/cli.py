@@ -77,25 +77,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @contextlib.asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[BotApp]:
-    """The bot with its store checked and migrated, closed on the way out."""
+async def opened(settings: Settings, *, create: bool = False) -> AsyncIterator[BotApp]:
+    """The bot with its store checked and migrated, closed on the way out; `create` lets an
+    explicit first run (db upgrade, demo, imports) set up a new, empty store."""
     app = BotApp(settings)
     try:
-        await app.open()
+        await app.open(create=create)
         yield app
     finally:
         await app.close()
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         pass
     print(f"database {safe_url(app.db.url)} is up to date")
     return 0
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         async with app.db.transaction() as session:
             added, report = await load_demo(session, app.clock.now())
         if not report.ok:
@@ -113,7 +114,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         async with app.db.transaction() as session:
             added = await (load_members(session, args.file) if args.file
                            else load_members(session))
@@ -134,7 +135,7 @@ async def cmd_chair(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_roster(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=args.action == "import") as app:
         if args.action == "export":
             async with app.db.transaction() as session:
                 text = await export_roster(session)

@@ -43,6 +43,10 @@ RATE_BURST = 60
 RATE_PERIOD = 0.5
 
 
+class StoreRefused(ConnectionError):
+    """The store under the bot is not the one it opened (replaced, deleted): no writes."""
+
+
 class ReceiptDelayed(TimeoutError):
     """The store did not take a request within the receipt timeout. The platform must be
     answered anyway; the write goes on in the background (kept and handled if it lands)."""
@@ -103,6 +107,7 @@ class Inbound:
         self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._late: set[asyncio.Task[None]] = set()
+        self.refusing = False  # the store was replaced under us: take nothing in
 
     # -- receipt ------------------------------------------------------------------------
     async def receive(self, platform: str, key: str, inc: Incoming,
@@ -115,6 +120,8 @@ class Inbound:
 
         A text over the core's limit is kept cut short, with its "too long" answer: a huge
         payload is never stored whole."""
+        if self.refusing:
+            raise StoreRefused("the database was replaced under the bot")
         hints = dict(hints or {})
         if len(inc.text) > MAX_TEXT:
             hints["refuse"] = Outgoing("errors.too_long",

@@ -30,6 +30,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, insert, select, update
@@ -85,6 +86,8 @@ class Liveness:
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self.registered = False
+        # Called after each heartbeat (the app checks that the store is still its own).
+        self.on_beat: list[Callable[[], Awaitable[object]]] = []
 
     # -- our own row ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,6 +148,8 @@ class Liveness:
             try:
                 await self.beat_once()
                 await self.reap()
+                for check in self.on_beat:
+                    await check()
             except STORE_ERRORS as exc:
                 log.warning("heartbeat not recorded (store unavailable: %s)", type(exc).__name__)
             except Exception:

@@ -47,6 +47,7 @@ QUICK_RETRIES = 3  # a blip (5xx, a dropped connection) is retried in place this
 QUICK_PAUSE = 0.5  # ...after 0.5, 1, 2 s; then the row waits a backoff (and frees its lane)
 MAX_BACKOFF = timedelta(hours=1)
 BATCH = 500
+MAX_IN_FLIGHT = 16
 
 
 class Channel(Protocol):
@@ -75,7 +76,7 @@ class Sender:
                  channels: Mapping[str, Channel] | None = None, *,
                  max_attempts: int = MAX_ATTEMPTS, max_wait: float = MAX_WAIT,
                  first_backoff: float = 2.0, quick_retries: int = QUICK_RETRIES,
-                 quick_pause: float = QUICK_PAUSE) -> None:
+                 quick_pause: float = QUICK_PAUSE, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.db = db
         self.clock = clock
         self.liveness = liveness
@@ -85,6 +86,9 @@ class Sender:
         self.first_backoff = first_backoff
         self.quick_retries = quick_retries
         self.quick_pause = quick_pause
+        # Sends in flight at once, all lanes together: the platforms pace us to ~30/s anyway,
+        # and few rows sent-but-not-yet-marked keep the at-least-once window after a crash small.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -92,12 +96,13 @@ class Sender:
         self._lane_tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
         self._sweep_lock = asyncio.Lock()
+        self.refusing = False  # the store was replaced under us: send nothing from it
 
     # -- claiming -----------------------------------------------------------------------
     async def sweep(self, limit: int = BATCH) -> int:
         """Claim what is due now and start sending it; returns how many rows were claimed."""
         async with self._sweep_lock:
-            if not self.liveness.fresh():
+            if self.refusing or not self.liveness.fresh():
                 return 0
             me = self.liveness.id
             now = self.clock.now()
@@ -154,7 +159,8 @@ class Sender:
             while queue:
                 row_id = queue[0]
                 try:
-                    go_on = await self._send_one(row_id)
+                    async with self._in_flight:
+                        go_on = await self._send_one(row_id)
                 except STORE_ERRORS as exc:
                     log.warning("outbox row %s not sent now (store unavailable: %s)", row_id,
                                 type(exc).__name__)
