@@ -505,3 +505,49 @@ async def test_two_instances_on_postgresql_one_killed_the_survivor_finishes_with
     for n in range(20):
         assert len([c for c in fake.calls_to("sendMessage")
                     if c.status == 200 and c.params["chat_id"] == 600 + n]) == 1, n
+
+
+async def test_kill_9_during_a_hung_slack_send_then_restart_answers_once_within_10_s(
+        demo_db: Database, tmp_path: Any) -> None:
+    from tests.test_telegram_cli import finish, fpbot, free_port
+
+    def welcomes(fake: FakeSlackAPI) -> list[Any]:
+        return [c for c in fake.calls_to("chat.postMessage")
+                if c.status == 200 and c.params.get("channel") == "U7"
+                and "Welcome to the Focal Points Bot" in str(c.params.get("blocks"))]
+
+    async with FakeSlackAPI(token=SLACK_TOKEN) as fake:
+        env = {"DATABASE_URL": demo_db.url, "SLACK_BOT_TOKEN": SLACK_TOKEN,
+               "SLACK_SIGNING_SECRET": SIGNING, "SLACK_API_URL": f"{fake.url}/api/"}
+        port = free_port()
+        fake.hang_next("chat.postMessage")
+        first = await fpbot(tmp_path, env, "serve", "--port", str(port))
+        body = event_body({"type": "message", "channel": "DU7", "channel_type": "im",
+                           "user": "U7", "text": "/help", "ts": "1.1"}, event_id="Ev-kill")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                deadline = time.monotonic() + 30
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    assert time.monotonic() < deadline, "serve did not come up"
+                    await asyncio.sleep(0.1)
+                response = await http.post("/slack/events", content=body, headers=signed_headers(
+                    SIGNING, body, content_type="application/json"))
+                assert response.status_code == 200
+            await _wait(lambda: fake.__dict__.get("hung"), 30, "the send never started")
+        finally:
+            first.kill()
+            await first.wait()
+        restarted_at = time.monotonic()
+        second = await fpbot(tmp_path, env, "serve", "--port", str(port))
+        try:
+            await _wait(lambda: welcomes(fake), 30, "no answer after the restart")
+            took = time.monotonic() - restarted_at
+            fake.release_hangs()
+            await asyncio.sleep(1.0)
+        finally:
+            logged = await finish(second)
+    assert took < 10, (took, logged)
+    assert len(welcomes(fake)) == 1

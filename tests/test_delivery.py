@@ -426,3 +426,30 @@ async def test_the_store_down_while_marking_sent_sends_once(tmp_path: Path,
     finally:
         await db.dispose()
     assert tg.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+
+
+async def test_the_oldest_live_instance_is_the_leader(core: Core) -> None:
+    async with Instance_(core) as first, Instance_(core) as second:
+        assert await first.liveness.is_leader() and not await second.liveness.is_leader()
+    async with Instance_(core) as third:
+        assert await third.liveness.is_leader()  # the others stopped: their rows are gone
+
+
+async def test_fpbot_outbox_failed_lists_what_was_given_up_and_who_is_unreachable(
+        chat: Transcript, clock: FrozenClock) -> None:
+    from bot.delivery.report import failed_deliveries
+
+    await chat.say("/link", as_=COORDINATOR)
+    code = chat.last().context["code"]
+    await chat.say(f"/start {code}", as_="4242", platform="telegram")
+    await _queue_request(chat)
+    telegram = Recorder("telegram")
+    telegram.failures = [PermanentFailure("403 Forbidden: bot was blocked by the user")]
+    async with Instance_(chat.core, telegram) as one:  # no console running: no other way
+        assert await one.sender.flush() == 1
+    failed, unreachable = await failed_deliveries(chat.core.db)
+    assert len(failed) == 1 and "onboarding.request_for_secretariat" in failed[0]
+    assert "403 Forbidden: bot was blocked by the user" in failed[0]
+    assert unreachable == [
+        f"Amina Diallo (demo) <{COORDINATOR}>: unreachable on Telegram since "
+        f"{clock.now():%Y-%m-%d %H:%M} UTC (403 Forbidden: bot was blocked by the user)"]

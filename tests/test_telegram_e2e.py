@@ -482,6 +482,11 @@ async def test_webhook_checks_the_secret_and_stores_before_answering(world: Worl
         assert again.status_code == 200
         bad = await client.post("/telegram/webhook", content=b"{", headers={HEADER: SECRET})
         assert bad.status_code == 400
+        huge = await client.post("/telegram/webhook", content=b" " * 2_000_000,
+                                 headers={HEADER: SECRET})
+        assert huge.status_code == 413  # refused before being read
+        unsigned_huge = await client.post("/telegram/webhook", content=b" " * 2_000_000)
+        assert unsigned_huge.status_code == 403
     await adapter.wait_idle()
     assert "Welcome" in welcome.params["text"] and len(sent_to(world.fake, 42)) == 1
 
