@@ -376,8 +376,8 @@ class SlackAdapter:
         lane = f"{PLATFORM}:{inc.chat_id}"
         routes: list[RouteTo] = []
         for out in replies:
-            if hints.get("modal") and out.errors:
-                continue
+            if hints.get("modal") and out.errors and not hints.get("acked"):
+                continue  # shown on the modal by its ack
             extras: dict[str, Any] = {"home": None}
             if out.form is not None and trigger:
                 extras["trigger"], trigger = trigger, None
@@ -528,6 +528,7 @@ class SlackAdapter:
         try:
             replies = await asyncio.wait_for(asyncio.shield(handling), SUBMISSION_WAIT)
         except TimeoutError:
+            context["fp_hints"]["acked"] = True  # too late for the modal: errors go to the DM
             await ack()
             await handling
             return

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
 
@@ -80,7 +81,8 @@ class Liveness:
 
     def __post_init__(self) -> None:
         self.pid = os.getpid()
-        self.started = self.clock.now()
+        # The real time, not the (possibly frozen) injected clock: it orders the instances.
+        self.started = datetime.now(UTC)
         self.last_beat = 0.0  # monotonic time of our last heartbeat that reached the store
         self._seen: dict[str, _Seen] = {}
         self._task: asyncio.Task[None] | None = None
