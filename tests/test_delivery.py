@@ -453,3 +453,27 @@ async def test_fpbot_outbox_failed_lists_what_was_given_up_and_who_is_unreachabl
     assert unreachable == [
         f"Amina Diallo (demo) <{COORDINATOR}>: unreachable on Telegram since "
         f"{clock.now():%Y-%m-%d %H:%M} UTC (403 Forbidden: bot was blocked by the user)"]
+
+
+async def test_the_former_outbox_api_still_sends_each_notice_once(chat: Transcript) -> None:
+    from bot.delivery import Outbox
+
+    class OldStyle:  # a sender written against the former API: send(), no deliver()
+        platform = "console"
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str]] = []
+
+        def reaches(self, chat_id: str) -> bool:
+            return True
+
+        async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+            self.sent.append((chat_id, message.key))
+
+    await _queue_request(chat)
+    old = OldStyle()
+    outbox = Outbox(chat.core.db, chat.core.clock, {"console": old})
+    assert await outbox.deliver_due() == 1
+    assert await outbox.deliver_due() == 0
+    await outbox.close()
+    assert old.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]

@@ -94,10 +94,10 @@ class Liveness:
     # -- our own row ----------------------------------------------------------------------
     async def start(self) -> None:
         """Register this instance and keep its heartbeat going."""
-        await self._register()
+        await self.register()
         self._task = asyncio.create_task(self._heartbeat(), name="heartbeat")
 
-    async def _register(self) -> None:
+    async def register(self) -> None:
         now = self.clock.now()
         async with self.db.transaction() as session:
             await session.execute(insert(Instance).values(
@@ -138,7 +138,7 @@ class Liveness:
             log.warning("this instance was taken for dead (heartbeat stalled); its claims went "
                         "to others; carrying on as a new instance (%s, was %s)", self.id[:8],
                         old[:8])
-            await self._register()
+            await self.register()
             return
         self.last_beat = time.monotonic()
 
