@@ -414,7 +414,8 @@ async def test_the_store_down_while_marking_sent_sends_once(tmp_path: Path,
 
     async def then_lock(chat_id: str, message: Outgoing, **kw: Any) -> None:
         await real(chat_id, message, **kw)
-        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
         blocker.execute("BEGIN IMMEDIATE")  # the store stops taking writes right after the send
         threading.Timer(0.4, lambda: (blocker.execute("ROLLBACK"), blocker.close())).start()
 

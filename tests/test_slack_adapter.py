@@ -684,12 +684,14 @@ async def test_a_store_locked_while_acting_is_told_and_the_request_answered_late
     await app.db.dispose()
     app.db = app.core.db = app.sender.db = app.inbound.db = app.liveness.db = db
     app.inbound.retry_first = 0.2
+    app.inbound.drain_every = 3600  # the item below is handed in by the test, not the drain
     adapter = SlackAdapter(app)
     inc = Incoming("slack", f"{TEAM_ID}/U1", "U1", text="/help")
     try:
         async with running(app, [adapter], webhook=True, scheduler=False):
+            await asyncio.sleep(0.1)  # (the drain at start is done)
             await app.inbound.receive("slack", "rq:during-outage", inc, handle=False)
-            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker = sqlite3.connect(path, isolation_level=None, timeout=30)
             blocker.execute("BEGIN IMMEDIATE")  # another writer holds the store
             try:
                 app.inbound.submit("slack", 1, inc, {})
@@ -726,7 +728,7 @@ async def test_a_store_locked_at_receipt_still_acks_within_3_s_and_says_so(
             http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
                                      base_url="http://slack.test")
             s = Slack(app, adapter, fake, http)
-            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker = sqlite3.connect(path, isolation_level=None, timeout=30)
             blocker.execute("BEGIN IMMEDIATE")  # the store is locked (for up to 10 s)
             try:
                 began = time.monotonic()
