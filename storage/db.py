@@ -6,6 +6,7 @@ read-then-write never fails half-way on a busy snapshot. PostgreSQL goes through
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -79,6 +80,11 @@ class Database:
                     raise StoreUnavailable(
                         f"cannot open the database {safe_url(self.url)}: folder {parent} does not exist"
                     )
+                try:  # plain sqlite3 first: a failed aiosqlite connect can outlive the loop
+                    sqlite3.connect(path).close()
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(
+                        f"cannot open the database {safe_url(self.url)}: {exc}") from None
         try:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
