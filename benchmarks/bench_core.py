@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.delivery import Outbox
+from bot.delivery import Inbound, Liveness, Sender
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import SystemClock
 from handlers.dispatch import Core
@@ -37,7 +37,8 @@ class NullSender:
     def reaches(self, chat_id: str) -> bool:
         return True
 
-    async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: object) -> None:
         return None
 
 
@@ -66,12 +67,15 @@ async def main(rounds: int) -> None:
         inc = Incoming(platform="console", user_id=FP, chat_id=FP, text=text)
         return lambda _: core.handle(inc)
 
+    liveness = Liveness(db, clock)
+    await liveness.start()
+    inbound = Inbound(core, liveness)
+
     async def inbox_round_trip(i: int) -> None:
         inc = Incoming(platform="telegram", user_id="42", chat_id="42", text="/help")
-        inbox_id = await core.receive("telegram", f"u{i}", inc.to_dict())
+        inbox_id = await inbound.receive("telegram", f"u{i}", inc, handle=False)
         assert inbox_id is not None
-        await core.handle(inc, inbox_id)
-        await core.mark_replied(inbox_id)
+        await core.handle(inc, inbox_id)  # handled, its reply written to the outbox
 
     async def membership_request(i: int) -> None:
         user = f"stranger-{i}"
@@ -84,17 +88,17 @@ async def main(rounds: int) -> None:
         ("/help", rounds, say("/help")),
         ("/whoami", rounds, say("/whoami")),
         ("unknown command", rounds, say("/frobnicate")),
-        ("inbox: receive + handle + mark replied", rounds, inbox_round_trip),
+        ("inbox: receive + handle (+ reply row)", rounds, inbox_round_trip),
         ("membership request, 6 messages", max(rounds // 6, 1), membership_request),
     ]:
         rows.append((label, n, await timed(n, step)))
-    outbox = Outbox(db, clock, {"console": NullSender()})
+    sender = Sender(db, clock, liveness, {"console": NullSender(), "telegram": NullSender()})
     await core.console_identity("coordinator@demo.invalid")
     start = time.perf_counter()
-    sent = 0
-    while batch := await outbox.deliver_due(limit=50):
-        sent += batch
-    rows.append((f"outbox: deliver {sent} notices", max(sent, 1), time.perf_counter() - start))
+    sent = await sender.flush()
+    rows.append((f"outbox: send {sent} replies and notices", max(sent, 1),
+                 time.perf_counter() - start))
+    await liveness.stop()
 
     per_base = base / rounds
     print(f"{'scenario':45} {'n':>6} {'per second':>11} {'x baseline':>11}")

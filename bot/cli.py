@@ -18,6 +18,7 @@ from bot import logs
 from bot.adapters import AdapterSetupError, configured
 from bot.adapters.console import ANONYMOUS, ConsoleAdapter
 from bot.app import BotApp
+from bot.delivery.report import failed_deliveries
 from bot.runner import run_until_signalled, serve
 from bot.settings import Settings
 from storage.db import StoreUnavailable, safe_url
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     dg.add_argument("--preview", action="store_true", required=True,
                     help="print it (nothing is sent)")
     dg.add_argument("--at", type=_moment, help="as at this ISO date-time (default: now)")
+    outbox = sub.add_parser("outbox", help="messages the bot could not deliver")
+    outbox.add_subparsers(dest="action", required=True).add_parser(
+        "failed", help="list the messages given up, with why, and unreachable accounts")
 
     sub.add_parser("demo", help="load the members, the 2017-2019 chairs and demo people")
     # --- newsletter (issue 11) ---
@@ -105,25 +109,26 @@ def _moment(text: str) -> datetime:
 
 
 @contextlib.asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[BotApp]:
-    """The bot with its store checked and migrated, closed on the way out."""
+async def opened(settings: Settings, *, create: bool = False) -> AsyncIterator[BotApp]:
+    """The bot with its store checked and migrated, closed on the way out; `create` lets an
+    explicit first run (db upgrade, demo, imports) set up a new, empty store."""
     app = BotApp(settings)
     try:
-        await app.open()
+        await app.open(create=create)
         yield app
     finally:
         await app.close()
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         pass
     print(f"database {safe_url(app.db.url)} is up to date")
     return 0
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         async with app.db.transaction() as session:
             added, report = await load_demo(session, app.clock.now(), newsletter=True)
             people = await demo_people(session) if report.ok else []
@@ -145,7 +150,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=True) as app:
         async with app.db.transaction() as session:
             added = await (load_members(session, args.file) if args.file
                            else load_members(session))
@@ -166,7 +171,7 @@ async def cmd_chair(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_roster(args: argparse.Namespace, settings: Settings) -> int:
-    async with opened(settings) as app:
+    async with opened(settings, create=args.action == "import") as app:
         if args.action == "export":
             async with app.db.transaction() as session:
                 text = await export_roster(session)
@@ -256,14 +261,32 @@ async def _console(app: BotApp, email: str | None) -> int:
     console = ConsoleAdapter(app.core, app.renderer, user=user, display_name=name,
                              files_dir=Path(app.settings.files_dir))
     await app.core.resume_outbox("console", user)
-    app.outbox.senders["console"] = console
-    if sys.stdin.isatty():
-        print(console.banner() + "\n")
-    await app.outbox.deliver_due()
-    resumed = await app.core.form_in_progress("console", user)
-    if resumed is not None:  # a form left open in an earlier session: where it stands
-        console.show([resumed])
-    await console.run(outbox_sweep=app.outbox.deliver_due)
+    await app.liveness.start()  # the notices it sends are claimed by this live instance
+    app.sender.channels["console"] = console
+    try:
+        if sys.stdin.isatty():
+            print(console.banner() + "\n")
+        await app.sender.flush()
+        resumed = await app.core.form_in_progress("console", user)
+        if resumed is not None:  # a form left open in an earlier session: where it stands
+            console.show([resumed])
+        await console.run(outbox_sweep=app.sender.flush)
+    finally:
+        app.sender.channels.pop("console", None)
+        await app.liveness.stop()
+    return 0
+
+
+async def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    async with opened(settings) as app:
+        failed, unreachable = await failed_deliveries(app.db)
+    if not failed and not unreachable:
+        print("nothing failed: every message went out or is still being tried")
+        return 0
+    for row in failed:
+        print(row)
+    for line in unreachable:
+        print(line)
     return 0
 
 
@@ -339,8 +362,8 @@ async def cmd_telegram(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "run": cmd_run, "serve": cmd_serve, "chat": cmd_chat, "db": cmd_db, "roster": cmd_roster,
     "members": cmd_members, "telegram": cmd_telegram, "chair": cmd_chair, "demo": cmd_demo,
-    "invite": cmd_invite, "newsletter": cmd_newsletter, "reminders": cmd_reminders,
-    "digest": cmd_digest,
+    "invite": cmd_invite, "outbox": cmd_outbox, "newsletter": cmd_newsletter,
+    "reminders": cmd_reminders, "digest": cmd_digest,
 }
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -24,53 +24,43 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: bool,
                   scheduler: bool = True) -> AsyncIterator[None]:
-    """Adapters started and registered with the outbox, the outbox swept, the scheduler on."""
+    """This instance alive (heartbeat), its adapters receiving, the inbox drained and the
+    sender sending, the scheduler on; on the way out each is stopped in reverse, and the
+    instance's row removed so that its leftovers are free for the next start at once."""
     started: list[PlatformAdapter] = []
-    sweeper: asyncio.Task[None] | None = None
-    redrains: list[asyncio.Task[None]] = []
-    app.outbox.stopping.clear()
+    tasks: list[asyncio.Task[None]] = []
+    app.sender.stopping.clear()
+    app.inbound.restart()
+    await app.liveness.start()
     try:
         for adapter in adapters:
-            app.outbox.senders[adapter.platform] = adapter
+            app.sender.channels[adapter.platform] = adapter
+            app.inbound.receivers[adapter.platform] = adapter
             await adapter.start(webhook=webhook)
             started.append(adapter)
             log.info("%s adapter started (%s)", adapter.platform,
                      "webhook" if webhook else "polling")
         if scheduler:
             app.start_scheduler()
-        sweeper = asyncio.create_task(app.outbox.run(), name="outbox")
-        for adapter in started:
-            drain = getattr(adapter, "drain", None)
-            if drain is not None:
-                redrains.append(asyncio.create_task(_redrain(adapter.platform, drain),
-                                                    name=f"{adapter.platform}-redrain"))
+        tasks.append(asyncio.create_task(app.sender.run(), name="sender"))
+        tasks.append(asyncio.create_task(app.inbound.run(), name="inbox-drain"))
         yield
     finally:
-        if sweeper is not None:  # let the message being sent go out, then stop
-            app.outbox.stop()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(sweeper), timeout=STOP_GRACE)
-        for task in [t for t in (sweeper, *redrains) if t is not None]:
+        for adapter in reversed(started):
+            with contextlib.suppress(Exception):
+                await adapter.stop_receiving()
+        await app.inbound.stop(grace=app.stop_grace)
+        await app.sender.stop(grace=app.stop_grace)
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for adapter in reversed(started):
             await adapter.stop()
-            app.outbox.senders.pop(adapter.platform, None)
-
-
-STOP_GRACE = 15.0  # seconds a stopping process gives the message it is sending
-REDRAIN_EVERY = 60.0  # seconds between retries of requests the store could not take
-
-
-async def _redrain(platform: str, drain: Callable[[], Awaitable[int]]) -> None:
-    """Retry, now and then, inbox items left unanswered (a store outage, a failed send)."""
-    while True:
-        await asyncio.sleep(REDRAIN_EVERY)
-        try:
-            await drain()
-        except Exception:
-            log.exception("%s: retrying unanswered requests failed", platform)
+        for adapter in adapters:
+            app.sender.channels.pop(adapter.platform, None)
+            app.inbound.receivers.pop(adapter.platform, None)
+        await app.liveness.stop()
 
 
 async def run_until_signalled(app: BotApp, adapters: Sequence[PlatformAdapter]) -> None:
@@ -86,14 +76,14 @@ async def run_until_signalled(app: BotApp, adapters: Sequence[PlatformAdapter]) 
         await stop.wait()
 
 
-def web_app(app: BotApp, adapters: Sequence[PlatformAdapter]) -> Starlette:
-    """The ASGI app of `fpbot serve`: each adapter's endpoints plus /healthz."""
+def web_app(app: BotApp, adapters: Sequence[PlatformAdapter],
+            extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The ASGI app of `fpbot serve`: each adapter's endpoints, /healthz, and `extra_routes`."""
 
     async def health(request: Request) -> JSONResponse:
-        try:
-            await app.db.check()
-        except Exception:
-            return JSONResponse({"ok": False, "store": "unavailable"}, status_code=503)
+        problem = await app.health()
+        if problem:
+            return JSONResponse({"ok": False, "store": problem}, status_code=503)
         return JSONResponse({"ok": True, "platforms": [a.platform for a in adapters]})
 
     @contextlib.asynccontextmanager
@@ -101,7 +91,8 @@ def web_app(app: BotApp, adapters: Sequence[PlatformAdapter]) -> Starlette:
         async with running(app, adapters, webhook=True):
             yield
 
-    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"]), *preview.routes(app)]
+    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"]), *preview.routes(app),
+                               *extra_routes]
     for adapter in adapters:
         routes.extend(adapter.routes())
     return Starlette(routes=routes, lifespan=lifespan)

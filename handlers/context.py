@@ -123,6 +123,7 @@ class Context:
             message=message.to_dict(),
             created_at=self.now,
             not_before=not_before or self.now,
+            lane=f"person:{person.id}" if person else f"{platform}:{chat_id}",
         )
         self.session.add(item)
         await self.session.flush()

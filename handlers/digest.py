@@ -25,6 +25,7 @@ from storage.models import (
     Chair,
     Deadline,
     DeadlineKind,
+    Identity,
     Member,
     MembershipRequest,
     NationalUpdate,
@@ -118,20 +119,27 @@ async def _overdue(session: AsyncSession, now: datetime) -> list[dict[str, Any]]
 async def _requests(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(MembershipRequest.id, MembershipRequest.name, MembershipRequest.created_at,
-               Member.name)
-        .join(Member, Member.id == MembershipRequest.member_id)
+               Member.name, MembershipRequest.new_member)
+        .outerjoin(Member, Member.id == MembershipRequest.member_id)  # a new member has none
         .where(MembershipRequest.status == "pending")
         .order_by(MembershipRequest.created_at, MembershipRequest.id))
-    return [{"id": i, "name": n, "member": m, "age": _age(now, c)} for i, n, c, m in rows]
+    return [{"id": i, "name": n, "member": m or new, "new": m is None, "age": _age(now, c)}
+            for i, n, c, m, new in rows]
 
 
 async def _undeliverable(session: AsyncSession, now: datetime) -> dict[str, Any]:
     failed = await session.execute(
         select(Person.name, func.count(OutboxItem.id), func.max(OutboxItem.last_error))
         .join(Person, Person.id == OutboxItem.person_id)
-        .where(OutboxItem.sent_at.is_(None),
-               or_(OutboxItem.attempts >= FAILED_AFTER, OutboxItem.last_error != ""))
+        .where(or_(OutboxItem.status == "failed",
+                   (OutboxItem.status == "pending") & (OutboxItem.attempts >= FAILED_AFTER)))
         .group_by(Person.name).order_by(Person.name))
+    blocked = await session.execute(  # accounts a platform refused for good (blocked, gone)
+        select(Person.name, Identity.platform, Identity.unreachable_since,
+               Identity.unreachable_reason)
+        .join(Person, Person.id == Identity.person_id)
+        .where(Identity.unreachable_since.is_not(None))
+        .order_by(Person.name, Identity.platform))
     unreachable = await session.execute(
         select(Person.name, func.count(Reminder.id))
         .join(Person, Person.id == Reminder.person_id)
@@ -141,6 +149,8 @@ async def _undeliverable(session: AsyncSession, now: datetime) -> dict[str, Any]
         "failed": [{"name": n, "count": c, "error": (e or "").split(":", 1)[0]}
                    for n, c, e in failed],
         "unreachable": [{"name": n, "count": c} for n, c in unreachable],
+        "blocked": [{"name": n, "platform": p, "since": t, "reason": r}
+                    for n, p, t, r in blocked],
     }
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,18 +24,18 @@ from handlers.context import Context, CoreConfig
 from handlers.forms import Form
 from handlers.home import dashboard
 from handlers.routing import Command, Handler, available, refusal, suggestion
-from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, UserError
+from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, UserError
 from messages import Renderer
 from storage.db import Database
 from storage.models import Conversation, Identity, InboxItem, Person
-from storage.outbox import resume_waiting
+from storage.outbox import add_replies, resume_waiting
 
 log = logging.getLogger(__name__)
 
-# The store failing (down, locked, unreachable), as opposed to a bug in a query.
-# How long whoever handled an update has to send its replies before another may take over.
-DELIVERY_LEASE = timedelta(minutes=10)
+# Turns an incoming message's replies into routes (which chat, what extras): the adapter's.
+Planner = Callable[[Incoming, list[Outgoing]], Sequence[Route]]
 
+# The store failing (down, locked, unreachable), as opposed to a bug in a query.
 STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
 
 
@@ -65,8 +64,15 @@ class Core:
         self.outbox_listeners: list[Callable[[], None]] = []
 
     # -- the one entry point --------------------------------------------------------------
-    async def handle(self, inc: Incoming, inbox_id: int | None = None) -> list[Outgoing]:
-        """Act on one incoming message and return the replies to send back."""
+    async def handle(self, inc: Incoming, inbox_id: int | None = None, *,
+                     plan: Planner | None = None) -> list[Outgoing]:
+        """Act on one incoming message and return the replies.
+
+        With `inbox_id` (a message kept in the inbox), the item is marked handled and its
+        replies written to the outbox, routed by `plan`, in the transaction of the effect;
+        an item already handled gives no replies. Without it, nothing is written for the
+        replies: the caller shows them (tests, benchmarks).
+        """
         written: list[int] = []
         try:
             async with self.db.transaction() as session:
@@ -78,9 +84,11 @@ class Core:
                 except UserError as err:
                     err.context.setdefault("tz", self._timezone(ctx))
                     raise
-                written = ctx.outbox_written
+                written = list(ctx.outbox_written)
                 if inbox_id is not None:
-                    await self._store_replies(session, inbox_id, replies)
+                    written += await add_replies(session, inc.platform, inbox_id,
+                                                 self._routes(inc, replies, plan),
+                                                 self.clock.now())
         except UserError as err:
             replies = [Outgoing(err.key, dict(err.context))]
         except STORE_ERRORS as exc:
@@ -97,11 +105,33 @@ class Core:
         if inbox_id is not None:
             try:
                 async with self.db.transaction() as session:
-                    if await self._claim(session, inbox_id):
-                        await self._store_replies(session, inbox_id, replies)
+                    if not await self._claim(session, inbox_id):
+                        return []
+                    await add_replies(session, inc.platform, inbox_id,
+                                      self._routes(inc, replies, plan), self.clock.now())
             except STORE_ERRORS:
                 return [Outgoing(STORE_OUTAGE)]
+            self._wake_outbox()
         return replies
+
+    async def answer(self, inc: Incoming, inbox_id: int, replies: list[Outgoing], *,
+                     plan: Planner | None = None) -> bool:
+        """Mark an inbox item handled with these replies, without acting on it (a message
+        refused before the core, e.g. a file too large); False if it was already handled."""
+        async with self.db.transaction() as session:
+            if not await self._claim(session, inbox_id):
+                return False
+            await add_replies(session, inc.platform, inbox_id,
+                              self._routes(inc, replies, plan), self.clock.now())
+        self._wake_outbox()
+        return True
+
+    @staticmethod
+    def _routes(inc: Incoming, replies: list[Outgoing], plan: Planner | None
+                ) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+        routes = list(plan(inc, replies)) if plan is not None else [
+            Route(inc.chat_id, r) for r in replies]
+        return [(r.chat_id, r.message.to_dict(), r.extras, r.lane) for r in routes]
 
     async def _context(self, session: AsyncSession, inc: Incoming) -> Context:
         identity = await session.scalar(
@@ -113,6 +143,8 @@ class Core:
         person = identity.person if identity is not None else None
         if identity is not None:
             identity.last_seen_at = self.clock.now()
+            if identity.unreachable_since is not None:  # they wrote: reachable again
+                identity.unreachable_since, identity.unreachable_reason = None, ""
             if inc.private and inc.chat_id and identity.chat_id != inc.chat_id:
                 identity.chat_id = inc.chat_id
         return Context(session=session, clock=self.clock, renderer=self.renderer,
@@ -210,81 +242,14 @@ class Core:
                 for r in replies]
 
     # -- the durable inbox ----------------------------------------------------------------
-    async def receive(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
-        """Keep an update before it is acknowledged; None when it was already dealt with."""
-        async with self.db.transaction() as session:
-            existing = await session.scalar(
-                select(InboxItem).where(InboxItem.platform == platform, InboxItem.key == key)
-            )
-            if existing is not None:
-                return existing.id if existing.replied_at is None else None
-            item = InboxItem(platform=platform, key=key, payload=payload,
-                             received_at=self.clock.now())
-            session.add(item)
-            await session.flush()
-            return item.id
-
     async def _claim(self, session: AsyncSession, inbox_id: int) -> bool:
+        """Mark the item handled, in the transaction of its effect; False if it already was."""
         result = await session.execute(
             update(InboxItem)
             .where(InboxItem.id == inbox_id, InboxItem.handled_at.is_(None))
-            .values(handled_at=self.clock.now(), attempts=InboxItem.attempts + 1,
-                    sending_until=self.clock.now() + DELIVERY_LEASE)
+            .values(handled_at=self.clock.now(), attempts=InboxItem.attempts + 1)
         )
         return bool(getattr(result, "rowcount", 0))
-
-    async def _store_replies(
-        self, session: AsyncSession, inbox_id: int, replies: list[Outgoing]
-    ) -> None:
-        await session.execute(
-            update(InboxItem).where(InboxItem.id == inbox_id)
-            .values(replies=[r.to_dict() for r in replies])
-        )
-
-    async def unanswered(self, platform: str) -> list[InboxItem]:
-        """Inbox items not yet handled, or handled but whose replies were not sent."""
-        async with self.db.transaction() as session:
-            rows = await session.scalars(
-                select(InboxItem)
-                .where(InboxItem.platform == platform, InboxItem.replied_at.is_(None))
-                .order_by(InboxItem.id)
-            )
-            return list(rows)
-
-    async def take_delivery(self, inbox_id: int) -> bool:
-        """Take over sending a handled item's replies, unless someone is (or may be) at it."""
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                update(InboxItem)
-                .where(InboxItem.id == inbox_id, InboxItem.replied_at.is_(None),
-                       or_(InboxItem.sending_until.is_(None), InboxItem.sending_until < now))
-                .values(sending_until=now + DELIVERY_LEASE)
-            )
-        return bool(getattr(result, "rowcount", 0))
-
-    async def release_delivery(self, inbox_ids: Sequence[int]) -> None:
-        """Give up sending these items' replies (a stopping process): the next start sends them."""
-        if not inbox_ids:
-            return
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(InboxItem)
-                .where(InboxItem.id.in_(list(inbox_ids)), InboxItem.replied_at.is_(None))
-                .values(sending_until=None)
-            )
-
-    async def stored_replies(self, inbox_id: int) -> list[Outgoing]:
-        async with self.db.transaction() as session:
-            item = await session.get(InboxItem, inbox_id)
-            return [Outgoing.from_dict(r) for r in (item.replies or [])] if item else []
-
-    async def mark_replied(self, inbox_id: int) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(InboxItem).where(InboxItem.id == inbox_id)
-                .values(replied_at=self.clock.now())
-            )
 
     # -- small services for adapters ------------------------------------------------------
     async def home(self, platform: str, user_id: str) -> Outgoing:

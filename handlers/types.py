@@ -207,6 +207,18 @@ def _field_view(data: dict[str, Any]) -> FieldView:
     return FieldView(**data)
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where one reply goes: a chat of the platform it came from, with what the adapter needs
+    to send it there (`extras`: a message to edit, a modal trigger...). Replies to one
+    incoming message share a `lane`, so they go out in order."""
+
+    chat_id: str
+    message: Outgoing
+    extras: dict[str, Any] = field(default_factory=dict)
+    lane: str = ""
+
+
 STORE_OUTAGE = "errors.store_unavailable"
 
 

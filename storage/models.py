@@ -127,6 +127,9 @@ class Identity(Base):
     display_name: Mapped[str] = mapped_column(String(120), default="")
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The platform refused a message for good (blocked the bot, account gone): since when, why.
+    unreachable_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    unreachable_reason: Mapped[str] = mapped_column(String(200), default="")
 
     person: Mapped[Person] = relationship(back_populates="identities", lazy="joined")
 
@@ -222,7 +225,12 @@ class Conversation(Base):
 
 
 class InboxItem(Base):
-    """An update received from a platform, kept until it has been handled and answered."""
+    """An update received from a platform, kept until it has been handled.
+
+    Handling writes the replies to the outbox in the same transaction that sets `handled_at`.
+    `claimed_by` names the running instance (see `Instance`) working on it; the claim counts
+    only while that instance is alive.
+    """
 
     __tablename__ = "inbox"
     __table_args__ = (
@@ -235,18 +243,22 @@ class InboxItem(Base):
     payload: Mapped[dict[str, Any]]
     received_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     handled_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    replies: Mapped[list[Any] | None] = mapped_column(nullable=True)
-    # Whoever handled the item (or took over its replies) sends them until then: a lease.
-    sending_until: Mapped[datetime | None] = mapped_column(nullable=True)
-    replied_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class OutboxItem(Base):
-    """A message for a person, written with the change that caused it and sent exactly once."""
+    """One message to one chat (a reply, a notice, a reminder), written with the change that
+    caused it and sent once by the sender loop (`bot/delivery/`).
+
+    `lane` keeps order: rows of one lane go out one after the other, in id order. `claimed_by`
+    is the instance sending it, valid only while that instance is alive. `status` is
+    "pending", "sent" or "failed" (with `last_error` saying why).
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "sent_at", "not_before"),)
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),
+                      Index("ix_outbox_inbox", "inbox_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("person.id", ondelete="CASCADE"), nullable=True
@@ -258,11 +270,18 @@ class OutboxItem(Base):
     message: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     not_before: Mapped[datetime]
+    # A reply: the inbox item it answers, and what the adapter needs to send it (a message to
+    # edit, a modal trigger...).
+    inbox_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbox.id", ondelete="SET NULL"), nullable=True)
+    extras: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lane: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(8), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
 
 
@@ -656,3 +675,29 @@ class JobRun(Base):
     period: Mapped[str] = mapped_column(String(32))
     claimed_by: Mapped[str] = mapped_column(String(64), default="")
     claimed_at: Mapped[datetime]
+# --- delivery: instance liveness (issue 9) ---
+class Instance(Base):
+    """A running bot process. It renews `beats` every few seconds and removes its row on a
+    clean stop; claims (inbox, outbox) hold only while their instance's row is alive.
+
+    `polls` names what only one process may do at a time (e.g. "telegram:<token hash>").
+    """
+
+    __tablename__ = "instance"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    beats: Mapped[int] = mapped_column(BigInteger, default=0)
+    polls: Mapped[str] = mapped_column(String(120), default="")
+
+
+class StoreIdentity(Base):
+    """The store's own name, written once at its creation: a running bot notices when the
+    database under it was replaced (a deleted SQLite file, another server)."""
+
+    __tablename__ = "store_identity"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    uid: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]

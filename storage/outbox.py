@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Identity, OutboxItem
+
+
+def lane_of(platform: str, chat_id: str) -> str:
+    """The lane of a platform chat: its messages go out one after the other."""
+    return f"{platform}:{chat_id}"
+
+
+async def add_replies(session: AsyncSession, platform: str, inbox_id: int,
+                      rows: Sequence[tuple[str, dict[str, Any], dict[str, Any], str]],
+                      now: datetime) -> list[int]:
+    """Write the replies to an inbox item, in order, in the caller's transaction.
+
+    Each row is `(chat_id, message as a dict, extras, lane)`; an empty lane is the chat's."""
+    items = [OutboxItem(platform=platform, chat_id=chat_id, message=message,
+                        extras=dict(extras), lane=lane or lane_of(platform, chat_id),
+                        inbox_id=inbox_id, created_at=now, not_before=now)
+             for chat_id, message, extras, lane in rows]
+    session.add_all(items)
+    await session.flush()
+    return [i.id for i in items]
 
 
 async def resume_waiting(
@@ -24,7 +46,12 @@ async def resume_waiting(
     target = or_(for_account, OutboxItem.person_id == person_id) if person_id else for_account
     result = await session.execute(
         update(OutboxItem)
-        .where(OutboxItem.sent_at.is_(None), OutboxItem.not_before > now, target)
+        .where(OutboxItem.status == "pending", OutboxItem.not_before > now, target)
         .values(not_before=now)
     )
+    # Being heard from again makes the account reachable again.
+    await session.execute(
+        update(Identity).where(Identity.platform == platform, Identity.user_id == user_id,
+                               Identity.unreachable_since.is_not(None))
+        .values(unreachable_since=None, unreachable_reason=""))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -1,37 +1,99 @@
-"""The durable inbox and the outbox: nothing handled twice, nothing sent twice, nothing lost."""
+"""The one delivery path: kept before the ack, handled once, every row sent once, in order.
+
+Each test wires the real core, store (SQLite and PostgreSQL), inbox, sender and instance
+liveness; a `Recorder` stands in for a platform adapter and fails the way adapters do.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from bot.delivery import Outbox
+from bot.delivery import Inbound, Liveness, PermanentFailure, Sender, TemporaryFailure
+from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import FrozenClock
 from handlers.dispatch import Core
-from handlers.types import Incoming, Outgoing
+from handlers.types import Incoming, Outgoing, Route
+from messages import Renderer
 from storage.db import Database
-from storage.models import OutboxItem
+from storage.demo import load_demo
+from storage.migrate import upgrade
+from storage.models import Identity, InboxItem, Instance, OutboxItem
 from tests.conftest import COORDINATOR, Transcript
+
+FAST = {"beat": 0.1, "stale": 1.0}
 
 
 class Recorder:
-    """An adapter stand-in for the outbox: records what it is asked to send."""
+    """An adapter stand-in: records what it is asked to send, fails when told to."""
 
-    def __init__(self, platform: str = "console", fail: int = 0) -> None:
+    def __init__(self, platform: str = "console", renderer: Renderer | None = None) -> None:
         self.platform = platform
+        self.renderer = renderer or Renderer()
         self.sent: list[tuple[str, str]] = []
-        self.fail = fail
+        self.texts: list[str] = []
+        self.failures: list[Exception] = []
+        self.fail_on: dict[int, Exception] = {}  # call number -> what it raises
+        self.calls = 0
+        self.messages: list[Outgoing] = []
+        self.hang: asyncio.Event | None = None
+        self.refuse_once: set[str] = set()  # chats whose next message is refused for good
 
     def reaches(self, chat_id: str) -> bool:
         return True
 
-    async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: Mapping[str, Any]) -> None:
         await asyncio.sleep(0)
-        if self.fail:
-            self.fail -= 1
-            raise ConnectionError("platform down")
+        self.calls += 1
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.calls in self.fail_on:
+            raise self.fail_on[self.calls]
+        if self.failures:
+            raise self.failures.pop(0)
+        if chat_id in self.refuse_once:
+            self.refuse_once.discard(chat_id)
+            raise PermanentFailure("400 Bad Request: chat not found")
         self.sent.append((chat_id, message.key))
+        self.messages.append(message)
+        context = {"tz": tz, **message.context}
+        self.texts.append(self.renderer.render(message.key, "en", "plain", **context))
+
+    def plan(self, inc: Incoming, replies: list[Outgoing],
+             hints: Mapping[str, Any]) -> list[Route]:
+        return [Route(inc.chat_id, r, {}, f"{self.platform}:{inc.chat_id}") for r in replies]
+
+    async def prepare(self, inc: Incoming) -> Incoming:
+        return inc
+
+
+class Instance_:
+    """One bot process's delivery parts on a shared store."""
+
+    def __init__(self, core: Core, *channels: Recorder, **timing: float) -> None:
+        self.liveness = Liveness(core.db, core.clock, **{**FAST, **timing})
+        self.sender = Sender(core.db, core.clock, self.liveness,
+                             {c.platform: c for c in channels}, first_backoff=1.0,
+                             quick_retries=0)
+        self.inbound = Inbound(core, self.liveness, retry_first=0.05)
+        for c in channels:
+            self.inbound.receivers[c.platform] = c
+
+    async def __aenter__(self) -> Instance_:
+        await self.liveness.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.inbound.stop(grace=1)
+        await self.sender.stop(grace=1)
+        await self.liveness.stop()
 
 
 async def _queue_request(chat: Transcript) -> None:
@@ -41,141 +103,378 @@ async def _queue_request(chat: Transcript) -> None:
     await chat.core.console_identity(COORDINATOR)
 
 
+async def _count(db: Database, *where: Any) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(OutboxItem)
+                                        .where(*where)) or 0)
+
+
+# -- the inbox ------------------------------------------------------------------------------
 async def test_a_redelivered_update_is_acted_on_once(core: Core) -> None:
-    inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="/start")
-    first = await core.receive("telegram", "update-1", inc.to_dict())
-    assert first is not None
-    replies = await core.handle(inc, first)
-    assert [r.key for r in replies] == ["onboarding.hello", "forms.question"]
-    again = await core.receive("telegram", "update-1", inc.to_dict())
-    assert again == first  # not yet answered: the same item, and handling it is a no-op
-    assert await core.handle(inc, again) == []
-    assert [r.key for r in await core.stored_replies(first)] == ["onboarding.hello",
-                                                                "forms.question"]
-    await core.mark_replied(first)
-    assert await core.receive("telegram", "update-1", inc.to_dict()) is None
-    assert await core.unanswered("telegram") == []
+    tg = Recorder("telegram")
+    async with Instance_(core, tg) as one:
+        inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="/start")
+        first = await one.inbound.receive("telegram", "update-1", inc)
+        again = await one.inbound.receive("telegram", "update-1", inc)
+        assert first is not None and again is None  # in hand: acknowledged, not queued twice
+        await one.inbound.wait_idle()
+        await one.sender.flush()
+        assert await one.inbound.receive("telegram", "update-1", inc) is None
+    assert [k for _, k in tg.sent] == ["onboarding.hello", "forms.question"]
+    assert "Welcome" in tg.texts[0] or "Hello" in tg.texts[0]
 
 
-async def test_an_update_received_before_a_crash_is_found_again(core: Core) -> None:
+async def test_an_update_kept_by_a_dead_instance_is_handled_by_another(core: Core) -> None:
+    tg = Recorder("telegram")
     inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="/help")
-    inbox_id = await core.receive("telegram", "update-7", inc.to_dict())
-    pending = await core.unanswered("telegram")
-    assert [p.id for p in pending] == [inbox_id]
-    stored = Incoming.from_dict(pending[0].payload)
-    assert [r.key for r in await core.handle(stored, inbox_id)] == ["network.help"]
+    dead = Instance_(core, tg)
+    await dead.liveness.start()
+    kept = await dead.inbound.receive("telegram", "update-7", inc, handle=False)
+    dead.liveness.pause()  # the process hangs, then dies: its row stays, its beats stop
+    async with Instance_(core, tg) as survivor:
+        await survivor.liveness.reap()  # first sight of the other's heartbeat
+        assert await survivor.inbound.drain() == 0  # still held by a live-looking instance
+        await asyncio.sleep(1.2)
+        await survivor.liveness.reap()  # (its own heartbeat reaps too)
+        async with core.db.transaction() as session:
+            assert await session.get(Instance, dead.liveness.id) is None  # found dead
+        assert await survivor.inbound.drain() == 1
+        await survivor.inbound.wait_idle()
+        await survivor.sender.flush()
+    assert kept is not None and [k for _, k in tg.sent] == ["network.help"]
+    assert "/start" in tg.texts[0]
+    dead.liveness.registered = False
 
 
-async def test_a_user_error_still_marks_the_update_handled(core: Core) -> None:
-    inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="/start NOPE-NOPE")
-    inbox_id = await core.receive("telegram", "update-8", inc.to_dict())
-    assert [r.key for r in await core.handle(inc, inbox_id)] == ["onboarding.code_unknown"]
-    assert [r.key for r in await core.stored_replies(inbox_id)] == ["onboarding.code_unknown"]
-    assert await core.handle(inc, inbox_id) == []
+async def test_a_user_error_still_marks_the_update_handled_with_its_answer(core: Core) -> None:
+    tg = Recorder("telegram")
+    async with Instance_(core, tg) as one:
+        inc = Incoming(platform="telegram", user_id="9001", chat_id="9001",
+                       text="/start NOPE-NOPE")
+        await one.inbound.receive("telegram", "update-8", inc)
+        await one.inbound.wait_idle()
+        await one.sender.flush()
+    assert [k for _, k in tg.sent] == ["onboarding.code_unknown"]
+    async with core.db.transaction() as session:
+        item = await session.scalar(select(InboxItem))
+    assert item is not None and item.handled_at is not None
 
 
-async def test_the_outbox_sends_each_notice_once_across_instances(
-    chat: Transcript, demo_db: Database, clock: FrozenClock
-) -> None:
+async def test_an_oversized_text_is_answered_too_long_and_not_kept_whole(core: Core) -> None:
+    tg = Recorder("telegram")
+    async with Instance_(core, tg) as one:
+        inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="x" * 100_000)
+        await one.inbound.receive("telegram", "update-9", inc)
+        await one.inbound.wait_idle()
+        await one.sender.flush()
+    assert [k for _, k in tg.sent] == ["errors.too_long"]
+    assert "100000 characters" in tg.texts[0] and "at most 4000" in tg.texts[0]
+    async with core.db.transaction() as session:
+        item = await session.scalar(select(InboxItem))
+    assert item is not None and len(item.payload["incoming"]["text"]) <= 200
+
+
+async def test_a_flood_from_one_person_gets_one_slow_down_and_others_are_answered(
+        core: Core) -> None:
+    tg = Recorder("telegram")
+    async with Instance_(core, tg) as one:
+        one.inbound.rate = (5, 60.0)
+        for n in range(40):
+            await one.inbound.receive("telegram", f"flood-{n}",
+                                      Incoming("telegram", "666", "666", text="/help"))
+        await one.inbound.receive("telegram", "calm", Incoming("telegram", "7", "7", text="/help"))
+        await one.inbound.wait_idle(10)
+        await one.sender.flush()
+    to_flooder = [k for chat, k in tg.sent if chat == "666"]
+    assert to_flooder.count("network.help") == 5
+    assert to_flooder.count("delivery.slow_down") == 1 and len(to_flooder) == 6
+    assert [k for chat, k in tg.sent if chat == "7"] == ["network.help"]
+    slow = tg.texts[[k for _, k in tg.sent].index("delivery.slow_down")]
+    assert "slow down" in slow
+
+
+# -- the sender -----------------------------------------------------------------------------
+async def test_each_notice_is_sent_once_across_instances(chat: Transcript) -> None:
     await _queue_request(chat)
     a, b = Recorder(), Recorder()
-    one, two = Outbox(demo_db, clock, {"console": a}), Outbox(demo_db, clock, {"console": b})
-    counts = await asyncio.gather(one.deliver_due(), two.deliver_due())
-    assert sum(counts) == 1
+    async with Instance_(chat.core, a) as one, Instance_(chat.core, b) as two:
+        counts = await asyncio.gather(one.sender.flush(), two.sender.flush())
+        assert sum(counts) == 1
+        assert await one.sender.flush() == 0 and await two.sender.flush() == 0
     assert a.sent + b.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
-    assert await one.deliver_due() == 0 and await two.deliver_due() == 0
 
 
-async def test_a_failed_send_is_retried_later_not_dropped(
-    chat: Transcript, demo_db: Database, clock: FrozenClock
-) -> None:
+async def test_a_temporary_failure_backs_off_then_is_recorded_failed(
+        chat: Transcript, clock: FrozenClock) -> None:
     await _queue_request(chat)
-    flaky = Recorder(fail=1)
-    outbox = Outbox(demo_db, clock, {"console": flaky})
-    assert await outbox.deliver_due() == 0
-    async with demo_db.transaction() as session:
+    flaky = Recorder()
+    async with Instance_(chat.core, flaky) as one:
+        one.sender.max_attempts = 3
+        flaky.failures = [TemporaryFailure("502 Bad Gateway")] * 3
+        assert await one.sender.flush() == 1 and flaky.sent == []
+        async with chat.core.db.transaction() as session:
+            item = await session.scalar(select(OutboxItem))
+            assert item is not None and item.attempts == 1 and item.status == "pending"
+            assert item.last_error == "console: 502 Bad Gateway"
+        assert await one.sender.flush() == 0  # backing off
+        clock.advance(seconds=1.5)
+        assert await one.sender.flush() == 1
+        clock.advance(seconds=1.5)
+        assert await one.sender.flush() == 0  # the pause grew: 2 s now
+        clock.advance(seconds=1)
+        assert await one.sender.flush() == 1
+    async with chat.core.db.transaction() as session:
         item = await session.scalar(select(OutboxItem))
-        assert item is not None and item.attempts == 1 and item.sent_at is None
-        assert item.last_error == "ConnectionError"
-    assert await outbox.deliver_due() == 0  # backing off
-    clock.advance(seconds=6)
-    assert await outbox.deliver_due() == 1
-    assert flaky.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+    assert item is not None and item.status == "failed" and item.attempts == 3
+    assert flaky.sent == []
 
 
-async def test_a_notice_waits_until_its_person_has_an_account(
-    chat: Transcript, demo_db: Database, clock: FrozenClock, core: Core
-) -> None:
-    await chat.say("/start", as_="9001", platform="telegram")
-    for answer in ("Chile", "Ana", "Adviser", "MFA", "ana@example.org"):
-        await chat.say(answer, as_="9001", platform="telegram")
-    recorder = Recorder()
-    outbox = Outbox(demo_db, clock, {"console": recorder})
-    assert await outbox.deliver_due() == 0  # the coordinator has no account yet
-    async with demo_db.transaction() as session:
-        item = await session.scalar(select(OutboxItem))
-        assert item is not None and "no reachable account" in item.last_error
-    await core.console_identity(COORDINATOR)
-    await core.resume_outbox("console", COORDINATOR)
-    assert await outbox.deliver_due() == 1
+async def test_a_429_is_waited_out_in_place_and_sent_once(chat: Transcript) -> None:
+    await _queue_request(chat)
+    limited, other = Recorder(), Recorder()
+    limited.failures = [TemporaryFailure("429", retry_after=0.5)]
+    async with Instance_(chat.core, limited) as one, Instance_(chat.core, other) as two:
+        sending = asyncio.create_task(one.sender.flush())
+        await asyncio.sleep(0.2)
+        assert await two.sender.flush() == 0  # the live, waiting holder is not robbed
+        assert await sending == 1
+    assert limited.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+    assert other.sent == []
 
 
-async def test_the_freshest_platform_account_is_preferred(
-    chat: Transcript, demo_db: Database, clock: FrozenClock
-) -> None:
+async def test_a_blocked_person_is_recorded_and_their_other_platform_tried(
+        chat: Transcript, clock: FrozenClock) -> None:
     await chat.say("/link", as_=COORDINATOR)
     code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="4242", platform="telegram")
     await _queue_request(chat)
     console, telegram = Recorder("console"), Recorder("telegram")
-    outbox = Outbox(demo_db, clock, {"console": console, "telegram": telegram})
-    assert await outbox.deliver_due() == 1
+    telegram.failures = [PermanentFailure("403 Forbidden: bot was blocked by the user")]
+    async with Instance_(chat.core, console, telegram) as one:
+        assert await one.sender.flush() == 1
+    assert console.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+    async with chat.core.db.transaction() as session:
+        tg = await session.scalar(select(Identity).where(Identity.platform == "telegram"))
+        item = await session.scalar(select(OutboxItem))
+    assert tg is not None and tg.unreachable_since == clock.now()
+    assert "blocked" in tg.unreachable_reason
+    assert item is not None and item.status == "sent" and item.sent_via == "console"
+
+
+async def test_a_reply_refused_for_good_is_failed_and_the_lane_goes_on(core: Core) -> None:
+    tg = Recorder("telegram")
+    tg.refuse_once = {"501"}
+    async with Instance_(core, tg) as one:
+        for n, user in enumerate(("501", "501", "502")):
+            await one.inbound.receive("telegram", f"u{n}",
+                                      Incoming("telegram", user, user, text="/help"))
+        await one.inbound.wait_idle()
+        await one.sender.flush()
+    assert sorted(tg.sent) == [("501", "network.help"), ("502", "network.help")]
+    async with core.db.transaction() as session:
+        failed = await session.scalar(select(OutboxItem).where(OutboxItem.status == "failed"))
+    assert failed is not None and failed.chat_id == "501"
+    assert failed.last_error == "telegram: 400 Bad Request: chat not found"
+    assert await _count(core.db, OutboxItem.status == "failed") == 1
+    assert await _count(core.db, OutboxItem.status == "sent") == 2
+
+
+async def test_a_notice_waits_until_its_person_has_an_account(
+        chat: Transcript, core: Core) -> None:
+    await chat.say("/start", as_="9001", platform="telegram")
+    for answer in ("Chile", "Ana", "Adviser", "MFA", "ana@example.org"):
+        await chat.say(answer, as_="9001", platform="telegram")
+    recorder = Recorder()
+    async with Instance_(core, recorder) as one:
+        assert await one.sender.flush() == 1 and recorder.sent == []
+        async with core.db.transaction() as session:
+            item = await session.scalar(select(OutboxItem))
+            assert item is not None and "no reachable account" in item.last_error
+        await core.console_identity(COORDINATOR)
+        await core.resume_outbox("console", COORDINATOR)
+        assert await one.sender.flush() == 1
+    assert recorder.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+
+
+async def test_the_freshest_platform_account_is_preferred(chat: Transcript) -> None:
+    await chat.say("/link", as_=COORDINATOR)
+    code = chat.last().context["code"]
+    await chat.say(f"/start {code}", as_="4242", platform="telegram")
+    await _queue_request(chat)
+    console, telegram = Recorder("console"), Recorder("telegram")
+    async with Instance_(chat.core, console, telegram) as one:
+        assert await one.sender.flush() == 1
     assert telegram.sent == [("4242", "onboarding.request_for_secretariat")] and not console.sent
 
 
-async def test_a_lapsed_claim_is_not_sent_by_its_old_owner(
-    chat: Transcript, demo_db: Database, clock: FrozenClock
-) -> None:
+async def test_a_five_part_reply_keeps_its_order_and_resumes_at_the_unsent_part(
+        core: Core, clock: FrozenClock) -> None:
+    tg = Recorder("telegram")
+    parts = [Outgoing("help.help", {"n": n}) for n in range(1, 6)]
+    inc = Incoming("telegram", "77", "77", text="/help")
+    async with Instance_(core, tg) as one:
+        inbox_id = await one.inbound.receive("telegram", "five", inc, handle=False)
+        assert inbox_id is not None
+        await core.answer(inc, inbox_id, parts, plan=lambda i, r: tg.plan(i, r, {}))
+        tg.fail_on[3] = TemporaryFailure("502 Bad Gateway")
+        await one.sender.flush()
+        assert [m.context["n"] for m in tg.messages] == [1, 2]
+        clock.advance(seconds=5)
+        await one.sender.flush()
+    assert [m.context["n"] for m in tg.messages] == [1, 2, 3, 4, 5]
+    assert tg.texts == ["show this list"] * 5
+
+
+async def test_a_stalled_holder_does_not_send_what_another_took_over(chat: Transcript) -> None:
     await _queue_request(chat)
     slow, fast = Recorder(), Recorder()
-    first = Outbox(demo_db, clock, {"console": slow})
-    token, items = await first._claim(10)
-    assert len(items) == 1
-    clock.advance(minutes=3)  # the first instance stalled past its claim
-    second = Outbox(demo_db, clock, {"console": fast})
-    assert await second.deliver_due() == 1
-    assert not await first._extend(items[0].id, token)
-    assert fast.sent and not slow.sent
+    stalled = Instance_(chat.core, slow)
+    await stalled.liveness.start()
+    assert await stalled.sender.sweep() == 1  # claimed, about to send...
+    stalled.liveness.pause()  # ...when its heartbeat stalls (the process still runs)
+    async with Instance_(chat.core, fast) as other:
+        await other.liveness.reap()
+        await asyncio.sleep(1.2)
+        await other.liveness.reap()
+        assert await other.sender.flush() == 1
+    await asyncio.gather(*stalled.sender._lane_tasks.values())
+    stalled.liveness.pause(False)
+    await stalled.liveness.beat_once()  # it finds itself taken for dead: a new id
+    assert fast.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+    assert slow.sent == []
+    await stalled.liveness.stop()
 
 
-async def test_replies_are_sent_by_whoever_handled_them_until_the_lease_ends(
-    core: Core, clock: FrozenClock
-) -> None:
-    inc = Incoming(platform="slack", user_id="T1/U1", chat_id="U1", text="/help")
-    inbox_id = await core.receive("slack", "ev:1", inc.to_dict())
-    assert inbox_id is not None
-    assert [r.key for r in await core.handle(inc, inbox_id)] == ["network.help"]
-    assert not await core.take_delivery(inbox_id)  # the handler is sending them
-    clock.advance(minutes=11)  # ... or died: another may take over, once
-    assert await core.take_delivery(inbox_id)
-    assert not await core.take_delivery(inbox_id)
-    await core.mark_replied(inbox_id)
-    clock.advance(minutes=30)
-    assert not await core.take_delivery(inbox_id)
-
-
-async def test_a_stopping_outbox_hands_back_what_it_has_not_sent(
-    chat: Transcript, demo_db: Database, clock: FrozenClock
-) -> None:
+async def test_a_clock_jump_of_minutes_kills_nobody_and_sends_once(
+        chat: Transcript, clock: FrozenClock) -> None:
     await _queue_request(chat)
-    await chat.say("/start", as_="9002", platform="telegram")  # a second request, a second notice
-    for answer in ("Uruguay", "Rosa", "Adviser", "MFA", "rosa@example.org"):
-        await chat.say(answer, as_="9002", platform="telegram")
-    recorder = Recorder()
-    outbox = Outbox(demo_db, clock, {"console": recorder})
-    outbox.stop()
-    assert await outbox.deliver_due() == 0 and recorder.sent == []
-    async with demo_db.transaction() as session:
-        items = list(await session.scalars(select(OutboxItem)))
-    assert len(items) == 2 and all(i.claimed_by is None and i.sent_at is None for i in items)
-    assert await Outbox(demo_db, clock, {"console": recorder}).deliver_due() == 2
+    a, b = Recorder(), Recorder()
+    async with Instance_(chat.core, a) as one, Instance_(chat.core, b) as two:
+        await one.liveness.reap()
+        await two.liveness.reap()
+        clock.advance(minutes=7)
+        await asyncio.sleep(0.35)  # a few heartbeats
+        assert await one.liveness.reap() == [] and await two.liveness.reap() == []
+        await asyncio.gather(one.sender.flush(), two.sender.flush())
+        clock.advance(minutes=-7)
+        assert await one.sender.flush() == 0 and await two.sender.flush() == 0
+    assert len(a.sent + b.sent) == 1
+
+
+async def test_a_clean_stop_removes_the_instance_and_hands_back_its_claims(
+        chat: Transcript) -> None:
+    await _queue_request(chat)
+    stuck = Recorder()
+    stuck.hang = asyncio.Event()
+    one = Instance_(chat.core, stuck)
+    await one.liveness.start()
+    await one.sender.sweep()
+    await one.sender.stop(grace=0.05)
+    await one.liveness.stop()
+    async with chat.core.db.transaction() as session:
+        assert list(await session.scalars(select(Instance))) == []
+        item = await session.scalar(select(OutboxItem))
+    assert item is not None and item.status == "pending" and item.claimed_by is None
+    fresh = Recorder()
+    async with Instance_(chat.core, fresh) as two:
+        assert await two.sender.flush() == 1
+    assert fresh.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+
+
+async def test_a_thousand_queued_messages_at_start_go_once_each_in_order(core: Core) -> None:
+    tg = Recorder("telegram")
+    async with core.db.transaction() as session:
+        for n in range(1000):
+            session.add(OutboxItem(platform="telegram", chat_id=str(n % 50),
+                                   lane=f"telegram:{n % 50}", message=Outgoing(
+                                       "help.help", {"n": n}).to_dict(),
+                                   created_at=core.clock.now(), not_before=core.clock.now()))
+    async with Instance_(core, tg, beat=5.0, stale=15.0) as one:
+        await one.sender.flush()
+    assert len(tg.sent) == 1000
+    order: dict[str, list[int]] = {}
+    for (chat_id, _), message in zip(tg.sent, tg.messages, strict=True):
+        order.setdefault(chat_id, []).append(message.context["n"])
+    assert all(ns == sorted(ns) and len(ns) == 20 for ns in order.values())
+    assert await _count(core.db, OutboxItem.status == "sent") == 1000
+
+
+async def test_the_store_down_while_marking_sent_sends_once(tmp_path: Path,
+                                                            clock: FrozenClock) -> None:
+    path = tmp_path / "outage.db"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=50)
+    await upgrade(db)
+    async with db.transaction() as session:
+        await load_demo(session, clock.now())
+    core = Core(db, COMMANDS, FORMS, clock=clock, free_text=FREE_TEXT)
+    chat = Transcript(core, Renderer())
+    await _queue_request(chat)
+    tg = Recorder()
+    real = tg.deliver
+
+    async def then_lock(chat_id: str, message: Outgoing, **kw: Any) -> None:
+        await real(chat_id, message, **kw)
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")  # the store stops taking writes right after the send
+        threading.Timer(0.4, lambda: (blocker.execute("ROLLBACK"), blocker.close())).start()
+
+    tg.deliver = then_lock  # type: ignore[method-assign]
+    try:
+        async with Instance_(core, tg, stale=5.0) as one:
+            assert await one.sender.flush() == 1
+            assert await one.sender.flush() == 0
+    finally:
+        await db.dispose()
+    assert tg.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+
+
+async def test_the_oldest_live_instance_is_the_leader(core: Core) -> None:
+    async with Instance_(core) as first, Instance_(core) as second:
+        assert await first.liveness.is_leader() and not await second.liveness.is_leader()
+    async with Instance_(core) as third:
+        assert await third.liveness.is_leader()  # the others stopped: their rows are gone
+
+
+async def test_fpbot_outbox_failed_lists_what_was_given_up_and_who_is_unreachable(
+        chat: Transcript, clock: FrozenClock) -> None:
+    from bot.delivery.report import failed_deliveries
+
+    await chat.say("/link", as_=COORDINATOR)
+    code = chat.last().context["code"]
+    await chat.say(f"/start {code}", as_="4242", platform="telegram")
+    await _queue_request(chat)
+    telegram = Recorder("telegram")
+    telegram.failures = [PermanentFailure("403 Forbidden: bot was blocked by the user")]
+    async with Instance_(chat.core, telegram) as one:  # no console running: no other way
+        assert await one.sender.flush() == 1
+    failed, unreachable = await failed_deliveries(chat.core.db)
+    assert len(failed) == 1 and "onboarding.request_for_secretariat" in failed[0]
+    assert "403 Forbidden: bot was blocked by the user" in failed[0]
+    assert unreachable == [
+        f"Amina Diallo (demo) <{COORDINATOR}>: unreachable on Telegram since "
+        f"{clock.now():%Y-%m-%d %H:%M} UTC (403 Forbidden: bot was blocked by the user)"]
+
+
+async def test_the_former_outbox_api_still_sends_each_notice_once(chat: Transcript) -> None:
+    from bot.delivery import Outbox
+
+    class OldStyle:  # a sender written against the former API: send(), no deliver()
+        platform = "console"
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str]] = []
+
+        def reaches(self, chat_id: str) -> bool:
+            return True
+
+        async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
+            self.sent.append((chat_id, message.key))
+
+    await _queue_request(chat)
+    old = OldStyle()
+    outbox = Outbox(chat.core.db, chat.core.clock, {"console": old})
+    assert await outbox.deliver_due() == 1
+    assert await outbox.deliver_due() == 0
+    await outbox.close()
+    assert old.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]

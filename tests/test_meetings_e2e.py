@@ -137,7 +137,7 @@ class Berlin:
         await self.app.core.console_identity(who)
         adapter = ConsoleAdapter(self.app.core, self.app.renderer, user=who, stdout=self.out,
                                  files_dir=self.files)
-        self.app.outbox.senders["console"] = adapter
+        self.app.sender.channels["console"] = adapter
         start = self.out.tell()
         for line in lines:
             await adapter.say(line)

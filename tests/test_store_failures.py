@@ -10,12 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from handlers import COMMANDS, FORMS
 from handlers.clock import FrozenClock
 from handlers.dispatch import Core
 from handlers.types import Incoming
 from storage.db import Database, StoreUnavailable
+from storage.models import InboxItem, OutboxItem
 from tests.conftest import T0
 
 FPBOT = [sys.executable, "-m", "bot.cli"]
@@ -74,7 +76,11 @@ async def test_a_store_failing_mid_way_loses_nothing(tmp_path: Path) -> None:
     await upgrade(db)
     core = Core(db, COMMANDS, FORMS, clock=FrozenClock(T0))
     inc = Incoming(platform="telegram", user_id="5", chat_id="5", text="/help")
-    inbox_id = await core.receive("telegram", "u-1", inc.to_dict())
+    async with db.transaction() as session:
+        item = InboxItem(platform="telegram", key="u-1", payload={"incoming": inc.to_dict()},
+                         received_at=T0)
+        session.add(item)
+    inbox_id = item.id
 
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
@@ -84,7 +90,13 @@ async def test_a_store_failing_mid_way_loses_nothing(tmp_path: Path) -> None:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert [r.key for r in replies] == ["errors.store_unavailable"]
-    assert [i.id for i in await core.unanswered("telegram")] == [inbox_id]
+    async with db.transaction() as session:
+        kept = await session.get(InboxItem, inbox_id)
+        assert kept is not None and kept.handled_at is None  # kept, to be tried again
+        assert list(await session.scalars(select(OutboxItem))) == []
 
     assert [r.key for r in await core.handle(inc, inbox_id)] == ["network.help"]
+    async with db.transaction() as session:
+        [reply] = list(await session.scalars(select(OutboxItem)))
+    assert reply.inbox_id == inbox_id and reply.chat_id == "5" and reply.status == "pending"
     await db.dispose()

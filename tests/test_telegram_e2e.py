@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.adapters.telegram import TelegramAdapter, TelegramSetupError, rate_limiter, set_webhook
 from bot.app import BotApp
+from bot.delivery import PermanentFailure
 from bot.runner import running, web_app
 from bot.settings import Secret, Settings
 from handlers import COMMANDS, FORMS, forms
@@ -32,7 +33,14 @@ from handlers.routing import Access, Command
 from handlers.types import Choice, Incoming, OutFile, Outgoing
 from storage.db import Database
 from storage.invitations import create_invitation
-from storage.models import Conversation, InboxItem, Invitation, MembershipRequest, Person
+from storage.models import (
+    Conversation,
+    InboxItem,
+    Invitation,
+    MembershipRequest,
+    OutboxItem,
+    Person,
+)
 from tests.conftest import FP_CHILE
 from tests.fakes.telegram_api import Call, FakeBotAPI
 
@@ -66,14 +74,22 @@ class World:
         """Start a bot process like `fpbot run` (or `fpbot serve` with webhook=True)."""
         app = BotApp(self.settings, clock=self.clock)
         if core is not None:
-            app.core = core
+            app.core = app.inbound.core = core
+            core.outbox_listeners.append(app.sender.poke)
         kwargs.setdefault("limiter", rate_limiter(chat_rate=None))
         kwargs.setdefault("poll_timeout", 2.0)
         kwargs.setdefault("retry_first", 0.05)
         adapter = TelegramAdapter(app, **kwargs)
+        app.inbound.retry_first = 0.05
+        app.sender.quick_pause = 0.05
         stack = contextlib.AsyncExitStack()
         stack.push_async_callback(app.close)
-        await stack.enter_async_context(running(app, [adapter], webhook=webhook, scheduler=False))
+        try:
+            await stack.enter_async_context(running(app, [adapter], webhook=webhook,
+                                                    scheduler=False))
+        except BaseException:
+            await stack.aclose()
+            raise
         self.stacks.append(stack)
         self.app, self.adapter = app, adapter
         return adapter
@@ -119,6 +135,11 @@ class World:
                                               now=self.clock.now(), ttl=timedelta(days=14))
         return code
 
+    async def unanswered(self) -> int:
+        """Updates not handled, plus replies and notices not sent (or given up)."""
+        return (await self.count(InboxItem, InboxItem.handled_at.is_(None))
+                + await self.count(OutboxItem, OutboxItem.status != "sent"))
+
     async def count(self, model: Any, *where: Any) -> int:
         async with self.db.transaction() as session:
             return int(await session.scalar(select(func.count()).select_from(model).where(*where))
@@ -163,7 +184,7 @@ async def test_start_with_an_invitation_code_welcomes_and_sets_the_menu(world: W
              for c in world.fake.calls_to("setMyCommands")}
     assert menus[("default", None)] == ["start", "help", "cancel"]
     assert "whoami" in menus[("chat", 42)]
-    assert await world.count(InboxItem, InboxItem.replied_at.is_(None)) == 0
+    assert await world.unanswered() == 0
     assert world.fake.pending_updates() == []
 
 
@@ -304,9 +325,9 @@ async def test_documents_and_photos_reach_the_core_and_big_files_are_refused(
     seen: list[Incoming] = []
     handle = world.app.core.handle  # type: ignore[union-attr]
 
-    async def spy(inc: Incoming, inbox_id: int | None = None) -> list[Outgoing]:
+    async def spy(inc: Incoming, inbox_id: int | None = None, **kw: Any) -> list[Outgoing]:
         seen.append(inc)
-        return await handle(inc, inbox_id)
+        return await handle(inc, inbox_id, **kw)
 
     world.app.core.handle = spy  # type: ignore[union-attr,method-assign]
     doc = world.fake.add_file("DOC1", b"%PDF-1.4 my update", file_name="update.pdf")
@@ -373,16 +394,16 @@ async def test_a_redelivered_update_is_acted_on_once(world: World) -> None:
 
 async def test_killed_between_receiving_and_handling_loses_nothing(world: World) -> None:
     code = await world.invite_code()
-    adapter = await world.start()
+    await world.start()
     stuck = asyncio.Event()
 
-    async def hang(inc: Incoming, inbox_id: int | None = None) -> list[Outgoing]:
+    async def hang(inc: Incoming, inbox_id: int | None = None, **kw: Any) -> list[Outgoing]:
         stuck.set()
         await asyncio.Event().wait()  # the process dies here
         return []
 
     world.app.core.handle = hang  # type: ignore[union-attr,method-assign]
-    adapter.stop_grace = 0.05
+    world.app.stop_grace = 0.05  # type: ignore[union-attr]
     world.say(f"/start {code}", chat_id=42)
     await asyncio.wait_for(stuck.wait(), 5)
     while world.fake.confirmed_offset < 2:  # Telegram was told it arrived: no redelivery
@@ -395,47 +416,48 @@ async def test_killed_between_receiving_and_handling_loses_nothing(world: World)
     [welcome] = await world.replies(1)
     assert "Welcome" in welcome.params["text"]
     assert await world.count(Invitation, Invitation.used_at.is_not(None)) == 1
-    assert await world.count(InboxItem, InboxItem.replied_at.is_(None)) == 0
+    assert await world.unanswered() == 0
 
 
 async def test_killed_after_handling_sends_the_stored_replies_without_handling_again(
         world: World) -> None:
     code = await world.invite_code()
-    adapter = await world.start()
-    adapter.stop_grace = 0.05
+    await world.start()
+    world.app.stop_grace = 0.05  # type: ignore[union-attr]
     world.fake.fail_next("sendMessage", 500, times=1000)  # Telegram down while answering
     world.say(f"/start {code}", chat_id=42)
-    await world.fake.wait_for("sendMessage", count=2)
+    await world.fake.wait_for("sendMessage", count=4)  # the first try and 3 quick retries
     await world.stop()
     world.fake.clear_failures()
-    assert await world.count(InboxItem, InboxItem.handled_at.is_not(None),
-                             InboxItem.replied_at.is_(None)) == 1
+    assert await world.count(InboxItem, InboxItem.handled_at.is_not(None)) == 1
+    assert await world.count(OutboxItem, OutboxItem.status == "pending") == 1
 
+    world.clock.advance(seconds=5)  # past the reply's backoff
     await world.start()
     await world.replies(1)
     [welcome] = sent_to(world.fake, 42)
     assert "Welcome" in welcome.params["text"]  # not "code already used": handled once
     async with world.db.transaction() as session:
         item = await session.scalar(select(InboxItem))
-    assert item is not None and item.attempts == 1 and item.replied_at is not None
+    assert item is not None and item.attempts == 1 and await world.unanswered() == 0
 
 
 async def test_polling_never_confirms_what_the_store_did_not_keep(world: World) -> None:
     adapter = await world.start()
-    receive = world.app.core.receive  # type: ignore[union-attr]
+    receive = world.app.inbound.receive  # type: ignore[union-attr]
     failures = 0
 
-    async def store_down(platform: str, key: str, payload: dict[str, Any]) -> int | None:
+    async def store_down(*args: Any, **kwargs: Any) -> int | None:
         nonlocal failures
         failures += 1
         raise OperationalError("INSERT", {}, ConnectionError("store down"))
 
-    world.app.core.receive = store_down  # type: ignore[union-attr,method-assign]
+    world.app.inbound.receive = store_down  # type: ignore[union-attr,method-assign]
     world.say("/help", chat_id=42)
     while failures < 2:  # asked Telegram again, with the same offset
         await asyncio.sleep(0.01)
     assert world.fake.confirmed_offset == 0 and len(world.fake.pending_updates()) == 1
-    world.app.core.receive = receive  # type: ignore[union-attr,method-assign]
+    world.app.inbound.receive = receive  # type: ignore[union-attr,method-assign]
     await world.replies(1)
     await world.settle()
     assert len(sent_to(world.fake, 42)) == 1
@@ -456,15 +478,15 @@ async def test_webhook_checks_the_secret_and_stores_before_answering(world: Worl
             assert forged.status_code == 403
         assert await world.count(InboxItem) == 0
 
-        receive = adapter.core.receive
+        receive = adapter.app.inbound.receive
 
-        async def store_down(platform: str, key: str, payload: dict[str, Any]) -> int | None:
+        async def store_down(*args: Any, **kwargs: Any) -> int | None:
             raise OperationalError("INSERT", {}, ConnectionError("store down"))
 
-        adapter.core.receive = store_down  # type: ignore[method-assign]
+        adapter.app.inbound.receive = store_down  # type: ignore[method-assign]
         refused = await client.post("/telegram/webhook", json=update, headers={HEADER: SECRET})
         assert refused.status_code == 503  # Telegram will deliver it again
-        adapter.core.receive = receive  # type: ignore[method-assign]
+        adapter.app.inbound.receive = receive  # type: ignore[method-assign]
 
         ok = await client.post("/telegram/webhook", json=update, headers={HEADER: SECRET})
         assert ok.status_code == 200
@@ -474,6 +496,11 @@ async def test_webhook_checks_the_secret_and_stores_before_answering(world: Worl
         assert again.status_code == 200
         bad = await client.post("/telegram/webhook", content=b"{", headers={HEADER: SECRET})
         assert bad.status_code == 400
+        huge = await client.post("/telegram/webhook", content=b" " * 2_000_000,
+                                 headers={HEADER: SECRET})
+        assert huge.status_code == 413  # refused before being read
+        unsigned_huge = await client.post("/telegram/webhook", content=b" " * 2_000_000)
+        assert unsigned_huge.status_code == 403
     await adapter.wait_idle()
     assert "Welcome" in welcome.params["text"] and len(sent_to(world.fake, 42)) == 1
 
@@ -517,7 +544,7 @@ async def test_a_429_storm_is_waited_out_and_every_reply_goes(world: World) -> N
     assert [c.status for c in calls].count(429) == 1 and len(calls) == len(chats) + 1
     for chat in chats:
         assert len(sent_to(world.fake, chat)) == 1, chat
-    assert await world.count(InboxItem, InboxItem.replied_at.is_(None)) == 0
+    assert await world.unanswered() == 0
 
 
 async def test_when_ptb_gives_up_on_a_429_the_adapter_tries_again(world: World) -> None:
@@ -527,7 +554,7 @@ async def test_when_ptb_gives_up_on_a_429_the_adapter_tries_again(world: World) 
     await world.replies(3)
     await world.settle()
     assert [c.status for c in world.fake.calls_to("sendMessage")] == [429, 429, 200]
-    assert await world.count(InboxItem, InboxItem.replied_at.is_(None)) == 0
+    assert await world.unanswered() == 0
 
 
 async def test_one_private_chat_is_paced_while_others_are_not(world: World) -> None:
@@ -642,12 +669,12 @@ async def test_store_down_while_handling_apologises_once_then_answers(world: Wor
     handle = world.app.core.handle  # type: ignore[union-attr]
     calls = 0
 
-    async def flaky(inc: Incoming, inbox_id: int | None = None) -> list[Outgoing]:
+    async def flaky(inc: Incoming, inbox_id: int | None = None, **kw: Any) -> list[Outgoing]:
         nonlocal calls
         calls += 1
         if calls <= 3:  # what the core answers when the store fails mid-way
             return [Outgoing("errors.store_unavailable")]
-        return await handle(inc, inbox_id)
+        return await handle(inc, inbox_id, **kw)
 
     world.app.core.handle = flaky  # type: ignore[union-attr,method-assign]
     world.say("/help", chat_id=42)
@@ -656,11 +683,11 @@ async def test_store_down_while_handling_apologises_once_then_answers(world: Wor
     apology, answer = (c.params["text"] for c in sent_to(world.fake, 42))
     assert "can't reach my database" in apology and "/start" in answer
     assert calls == 4
-    assert await world.count(InboxItem, InboxItem.replied_at.is_(None)) == 0
+    assert await world.unanswered() == 0
 
 
 async def test_personal_data_never_goes_to_a_group_through_the_outbox(world: World) -> None:
     adapter = await world.start()
-    with pytest.raises(ValueError, match="group"):
+    with pytest.raises(PermanentFailure, match="group"):
         await adapter.send("-1001", Outgoing("help.help", private=True), locale="en", tz="UTC")
     assert sent_to(world.fake, -1001) == []

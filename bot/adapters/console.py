@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.adapters.rendering import message_text
 from handlers.dispatch import Core
-from handlers.types import Choice, Incoming, OutFile, Outgoing
+from handlers.types import Choice, Incoming, OutFile, Outgoing, Route
 from messages import Renderer
 
 ANONYMOUS = "local"
@@ -50,7 +50,7 @@ class ConsoleAdapter:
         self.buttons: list[Choice] = []
         self.in_form = False
 
-    # -- the outbox's view of this adapter ------------------------------------------------
+    # -- the sender's view of this adapter ------------------------------------------------
     def reaches(self, chat_id: str) -> bool:
         return chat_id == self.user
 
@@ -58,6 +58,20 @@ class ConsoleAdapter:
         """Show a notice queued for the person at this console."""
         self.show([Outgoing(message.key, {"tz": tz, **message.context}, message.choices,
                             file=message.file, private=message.private)], notice=True)
+
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: Mapping[str, Any]) -> None:
+        """The sender's call: a notice for the person at this console (its own replies are
+        shown as the core returns them)."""
+        await self.send(chat_id, message, locale=locale, tz=tz)
+
+    def plan(self, inc: Incoming, replies: list[Outgoing],
+             hints: Mapping[str, Any]) -> list[Route]:
+        """Replies to a kept console line go back to this console, in order."""
+        return [Route(inc.chat_id, r, {}, f"console:{inc.chat_id}") for r in replies]
+
+    async def prepare(self, inc: Incoming) -> Incoming:
+        return inc
 
     # -- the conversation -----------------------------------------------------------------
     def to_incoming(self, line: str) -> Incoming:

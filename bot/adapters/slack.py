@@ -10,11 +10,13 @@ Two ways in, one app:
   stamped more than 5 minutes away (401, nothing processed).
 - Socket Mode (`fpbot run` with SLACK_APP_TOKEN): a WebSocket to Slack; no public URL needed.
 
-Every request that reaches the core first goes to the durable inbox (`Core.receive`), before
-it is acknowledged, under a key that makes it act once: an event's `event_id`, else a SHA-256
-of the raw body (slash commands and interactions carry a unique trigger_id, so only Slack
-retrying or someone replaying a captured request repeats a body). A repeat is acknowledged
-and not acted on again; Bolt's signature check alone would accept a replay inside its window.
+Every request that reaches the core first goes to the durable inbox (the shared
+`bot.delivery.Inbound.receive`, with a short timeout) before it is acknowledged, under a key
+that makes it act once: an event's `event_id`, else a SHA-256 of the raw body (slash commands
+and interactions carry a unique trigger_id, so only Slack retrying or someone replaying a
+captured request repeats a body). A repeat is acknowledged and not acted on again. Handling and
+sending the replies are shared code; `deliver()` raises `TemporaryFailure` /
+`PermanentFailure` (channel_not_found, not_in_channel, account_inactive, invalid_blocks...).
 
 Who is who: a Slack account is `"<team_id>/<user_id>"` (immutable ids; two workspaces cannot
 collide); its chat is the user id, which Slack turns into the DM with the bot. Replies always
@@ -34,10 +36,11 @@ import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -48,16 +51,19 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bot.adapters import AdapterSetupError
+from bot.adapters import MAX_BODY, AdapterSetupError, read_capped
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
+from bot.delivery.errors import PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
-from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing, is_store_outage
+from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
+from handlers.types import Route as RouteTo
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -72,6 +78,8 @@ EVENTS_PATH = "/slack/events"
 SLACK_ID = re.compile(r"[UWDCG][A-Z0-9]+")
 RATE_LIMIT_RETRIES = 10
 STOP_GRACE = 10.0
+RECEIPT_TIMEOUT = 1.5  # seconds the inbox may take: Slack wants its ack within 3
+SUBMISSION_WAIT = 2.0  # seconds a modal submission may be handled before its ack
 
 
 # -- pure translation: Slack payloads to `Incoming` ----------------------------------------
@@ -172,8 +180,22 @@ PERMANENT_ERRORS = frozenset({
 })
 
 
-def _permanent(exc: SlackApiError) -> bool:
-    return str(exc.response.get("error", "")) in PERMANENT_ERRORS
+@contextlib.contextmanager
+def _delivery_errors() -> Iterator[None]:
+    """Web API errors as the sender's two kinds of failure."""
+    try:
+        yield
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "")) or f"HTTP {exc.response.status_code}"
+        if error in PERMANENT_ERRORS:
+            raise PermanentFailure(error) from None
+        retry = None
+        if exc.response.status_code == 429:
+            with contextlib.suppress(TypeError, ValueError):
+                retry = float((exc.response.headers or {}).get("Retry-After", 1))
+        raise TemporaryFailure(error, retry) from None
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        raise TemporaryFailure(type(exc).__name__) from None
 
 
 def to_incoming(body: Mapping[str, Any]) -> Incoming | None:
@@ -207,6 +229,14 @@ def inbox_key(body: Mapping[str, Any], raw_body: str) -> str:
     # Socket Mode hands Bolt the parsed payload only: hash a canonical dump of it instead.
     raw = raw_body or json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "rq:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def signature_ok(secret: str, body: bytes, timestamp: str, signature: str) -> bool:
+    """Slack's request signature (and its 5-minute window), checked on the raw body."""
+    if not timestamp.isdigit() or not signature:
+        return False
+    return SignatureVerifier(secret).is_valid(body=body.decode("utf-8", "replace"),
+                                              timestamp=timestamp, signature=signature)
 
 
 # -- the Web API client ---------------------------------------------------------------------
@@ -290,7 +320,7 @@ class SlackAdapter:
         self.handler = AsyncSlackRequestHandler(self.bolt)
         self.socket: AsyncSocketModeHandler | None = None
         self.busy: set[asyncio.Task[Any]] = set()
-        self.unsent: set[int] = set()  # inbox items whose replies are not out yet
+        self.receipt_timeout = RECEIPT_TIMEOUT
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
@@ -312,16 +342,53 @@ class SlackAdapter:
         return bool(SLACK_ID.fullmatch(chat_id))
 
     async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
-        """Deliver one outbox message to a Slack user's DM (or a channel); raise if it fails."""
+        """Deliver one message to a Slack user's DM (or a channel); see `deliver`."""
+        await self.deliver(chat_id, message, locale=locale, tz=tz, extras={})
+
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: Mapping[str, Any]) -> None:
+        """Send one message to one chat; raise TemporaryFailure or PermanentFailure.
+
+        A form with a fresh `trigger` opens as a modal; a reply that ends an exchange
+        (`home`), or any notice, refreshes the person's App Home.
+        """
         out = replace(message, context={"tz": tz, **message.context})
-        await self._post(chat_id, out, locale)
-        try:  # something of theirs changed: refresh their App Home (best effort)
-            account_id = await self.core.account_of_chat(PLATFORM, chat_id)
-        except Exception as exc:
-            log.warning("App Home not refreshed after a notice: %s", type(exc).__name__)
-            return
-        if account_id is not None:
-            await self._publish_home(account_id)
+        locale = locale if locale in self.renderer.locales else self.renderer.default_locale
+        with _delivery_errors():
+            trigger = extras.get("trigger")
+            if not (out.form is not None and trigger
+                    and await self._open_modal(str(trigger), out.form, locale)):
+                await self._post(chat_id, out, locale)
+        home = extras.get("home")
+        if home is None and not extras:  # a notice: something of theirs changed
+            try:
+                home = await self.core.account_of_chat(PLATFORM, chat_id)
+            except Exception as exc:
+                log.warning("App Home not refreshed after a notice: %s", type(exc).__name__)
+        if home:
+            await self._publish_home(str(home))
+
+    def plan(self, inc: Incoming, replies: list[Outgoing],
+             hints: Mapping[str, Any]) -> list[RouteTo]:
+        """Every reply goes to the person's DM; a form opens as a modal (one trigger opens one
+        modal); a modal's field errors are shown on the modal by its ack, not sent."""
+        trigger = hints.get("trigger")
+        lane = f"{PLATFORM}:{inc.chat_id}"
+        routes: list[RouteTo] = []
+        for out in replies:
+            if hints.get("modal") and out.errors and not hints.get("acked"):
+                continue  # shown on the modal by its ack
+            extras: dict[str, Any] = {"home": None}
+            if out.form is not None and trigger:
+                extras["trigger"], trigger = trigger, None
+            routes.append(RouteTo(inc.chat_id, out, extras, lane))
+        if routes:
+            routes[-1].extras["home"] = inc.user_id
+        return routes
+
+    async def prepare(self, inc: Incoming) -> Incoming:
+        """Learn the person's name and language from Slack (once per process)."""
+        return self._named(await self._look_up(inc))
 
     async def start(self, *, webhook: bool) -> None:
         if webhook:
@@ -345,27 +412,31 @@ class SlackAdapter:
             log.warning("Slack cannot receive under `fpbot run` without SLACK_APP_TOKEN "
                         "(Socket Mode): set it, or run `fpbot serve` for HTTP events. "
                         "Slack messages are still sent.")
-            return
-        await self.drain()
 
-    async def stop(self) -> None:
+    async def stop_receiving(self) -> None:
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
             self.socket = None
         pending = [t for t in self.busy if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=STOP_GRACE)
-        if self.unsent:  # whoever starts next may send these at once
-            with contextlib.suppress(*STORE_ERRORS):
-                await self.core.release_delivery(sorted(self.unsent))
-            self.unsent.clear()
+
+    async def stop(self) -> None:
+        await self.stop_receiving()
 
     def routes(self) -> list[BaseRoute]:
         async def slack_events(request: Request) -> Response:
             if not self.settings.slack_signing_secret:
                 return Response(status_code=503)
-            response = await self.handler.handle(request)
-            if response.status_code == 401:
+            body = await read_capped(request, MAX_BODY)
+            if body is None:
+                return Response(status_code=413)
+            signed = signature_ok(str(self.settings.slack_signing_secret), body,
+                                  request.headers.get("x-slack-request-timestamp", ""),
+                                  request.headers.get("x-slack-signature", ""))
+            response = await self.handler.handle(request) if signed else Response(
+                status_code=401, content='{"error": "invalid request"}')
+            if response.status_code == 401:  # checked before the body is even parsed
                 log.warning("Slack request refused: missing, wrong or stale signature (from %s)",
                             request.client.host if request.client else "?")
             return response
@@ -375,13 +446,26 @@ class SlackAdapter:
     # -- inbound: the inbox middleware, then one listener per kind of request ----------------
     async def _keep_in_inbox(self, request: AsyncBoltRequest, body: dict[str, Any],
                              context: dict[str, Any], next: Any) -> BoltResponse | None:
-        """Keep what asks something of the core before it is acknowledged; ack repeats only."""
+        """Keep what asks something of the core before it is acknowledged; ack repeats only.
+
+        The receipt has its own short timeout: when the store cannot take the request in time
+        Slack still gets its ack within 3 s, and the person is told plainly to send it again.
+        """
         inc = to_incoming(body)
         if inc is None:
             await next()
             return None
         key = inbox_key(body, request.raw_body)
-        inbox_id = await self.core.receive(PLATFORM, key, {"incoming": inc.to_dict()})
+        modal = body.get("type") == "view_submission"
+        hints = {"trigger": body.get("trigger_id"), "modal": modal}
+        try:
+            inbox_id = await self.app.inbound.receive(PLATFORM, key, inc, hints,
+                                                      timeout=self.receipt_timeout,
+                                                      handle=not modal)
+        except (*STORE_ERRORS, TimeoutError) as exc:
+            log.warning("Slack request %s not taken (store: %s); the person is asked to send "
+                        "it again", key[:19], type(exc).__name__)
+            return await self._not_taken(body, inc)
         if inbox_id is None:
             retry = request.headers.get("x-slack-retry-num", [""])[0]
             log.info("Slack request %s already answered%s: acknowledged, not acted on again",
@@ -389,41 +473,65 @@ class SlackAdapter:
             return BoltResponse(status=200, body="")
         context["fp_incoming"] = inc
         context["fp_inbox"] = inbox_id
+        context["fp_hints"] = hints
         await next()
         return None
 
+    async def _not_taken(self, body: Mapping[str, Any], inc: Incoming) -> BoltResponse:
+        """Acknowledge a request the store could not keep, and say so (never a 500)."""
+        text = self._render("delivery.not_taken", inc)
+        if body.get("command"):  # the ack's body is shown to the person
+            return BoltResponse(status=200, body=text)
+        task = asyncio.create_task(self._tell(inc.chat_id, text))
+        self.busy.add(task)
+        task.add_done_callback(self.busy.discard)
+        if body.get("type") == "view_submission":
+            return BoltResponse(status=200, body=json.dumps({"response_action": "clear"}),
+                                headers={"content-type": ["application/json"]})
+        return BoltResponse(status=200, body="")
+
+    async def _tell(self, channel: str, text: str) -> None:
+        try:
+            await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
+                                               blocks=kit.message_blocks(text)[0])
+        except Exception as exc:
+            log.warning("could not tell a Slack user to send again: %s", type(exc).__name__)
+
     @tracked
     async def _on_command(self, ack: Any, command: dict[str, Any], context: dict[str, Any]) -> None:
-        """`/fp ...`: acknowledge at once, answer in the DM (a form opens as a modal)."""
+        """`/fp ...`: acknowledge at once; the answer follows in the DM."""
         inc: Incoming = context["fp_incoming"]
         in_dm = str(command.get("channel_id", "")).startswith("D")
         await ack("" if in_dm else self._render("slack.replied_in_dm", inc))
-        await self._act(inc, context["fp_inbox"], trigger_id=command.get("trigger_id"))
 
     @tracked
     async def _on_message(self, context: dict[str, Any]) -> None:
-        """A person wrote in their DM with the bot."""
-        if "fp_incoming" in context:
-            await self._act(context["fp_incoming"], context["fp_inbox"])
+        """A person wrote in their DM with the bot (kept and handled by the middleware)."""
 
     @tracked
     async def _on_action(self, ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-        """A button: acknowledge, take the buttons off the message, act on the choice."""
+        """A button: acknowledge, take the buttons off the message (the choice is handled)."""
         await ack()
-        if "fp_incoming" not in context:
-            return
-        inc: Incoming = context["fp_incoming"]
-        await self._mark_chosen(body, inc)
-        await self._act(inc, context["fp_inbox"], trigger_id=body.get("trigger_id"))
+        if "fp_incoming" in context:
+            await self._mark_chosen(body, context["fp_incoming"])
 
     @tracked
     async def _on_submission(self, ack: Any, body: dict[str, Any],
                              context: dict[str, Any]) -> None:
-        """A modal submitted: wrong fields come back on the modal, the rest goes to the DM."""
+        """A modal submitted: wrong fields come back on the modal, the rest goes to the DM.
+
+        Handled inside the request so that the ack can carry the field errors; if the store
+        is too slow for Slack's 3 s, the modal is acknowledged and the answer follows."""
         inc: Incoming = context["fp_incoming"]
-        inbox_id: int = context["fp_inbox"]
-        inc = self._named(inc)
-        replies = await self.core.handle(inc, inbox_id)  # before the ack: it may refuse fields
+        handling = asyncio.ensure_future(self.app.inbound.handle_now(
+            PLATFORM, context["fp_inbox"], inc, context["fp_hints"]))
+        try:
+            replies = await asyncio.wait_for(asyncio.shield(handling), SUBMISSION_WAIT)
+        except TimeoutError:
+            context["fp_hints"]["acked"] = True  # too late for the modal: errors go to the DM
+            await ack()
+            await handling
+            return
         refused = next((r for r in replies if r.errors), None)
         if refused is not None:
             blocks = [str(b.get("block_id")) for b in body["view"].get("blocks", [])]
@@ -431,95 +539,19 @@ class SlackAdapter:
                 {name: self._commands_for_slack(text) for name, text in refused.errors.items()},
                 blocks)
             await ack(response_action="errors", errors=errors)
-            await self.core.mark_replied(inbox_id)
             return
         await ack()
-        if replies:
-            await self._finish(inc, inbox_id, replies)
 
     @tracked
     async def _on_closed(self, ack: Any, context: dict[str, Any]) -> None:
-        """A modal closed without submitting: the form is dropped."""
+        """A modal closed without submitting: the form is dropped (by the core)."""
         await ack()
-        if "fp_incoming" in context:
-            await self._act(context["fp_incoming"], context["fp_inbox"])
 
     @tracked
     async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """Someone opened the bot's Home tab: show their dashboard."""
         if event.get("tab", "home") == "home" and event.get("user"):
             await self._publish_home(account(_team(body), str(event["user"])))
-
-    # -- acting: the core, then the replies ------------------------------------------------
-    async def _act(self, inc: Incoming, inbox_id: int, *, trigger_id: str | None = None) -> None:
-        """Hand one request to the core and deliver its replies (after Slack's ack)."""
-        inc = self._named(await self._look_up(inc))
-        replies = await self.core.handle(inc, inbox_id)
-        if replies:  # none: another instance or an earlier delivery has it in hand
-            await self._finish(inc, inbox_id, replies, trigger_id=trigger_id)
-
-    async def _finish(self, inc: Incoming, inbox_id: int, replies: Sequence[Outgoing], *,
-                      trigger_id: str | None = None) -> None:
-        self.unsent.add(inbox_id)
-        try:
-            await self._deliver(inc, replies, trigger_id=trigger_id)
-        except SlackApiError as exc:
-            if not _permanent(exc):
-                log.warning("Slack replies to inbox item %s not sent (%s); retried later",
-                            inbox_id, exc.response.get("error"))
-                return
-            log.error("Slack refuses the replies to inbox item %s for good (%s); given up",
-                      inbox_id, exc.response.get("error"))
-        except Exception:
-            log.exception("Slack replies to inbox item %s not sent; they are sent on restart",
-                          inbox_id)
-            return
-        self.unsent.discard(inbox_id)
-        if is_store_outage(replies):  # nothing was done: keep it for the next drain
-            return
-        await self.core.mark_replied(inbox_id)
-        await self._publish_home(inc.user_id)
-
-    async def _deliver(self, inc: Incoming, replies: Sequence[Outgoing], *,
-                       trigger_id: str | None = None) -> None:
-        locale = self._locale(inc)
-        for out in replies:
-            if out.form is not None and trigger_id:
-                opened = await self._open_modal(trigger_id, out.form, locale)
-                trigger_id = None  # a trigger_id opens one modal
-                if opened:
-                    continue
-            await self._post(inc.chat_id, out, locale)
-
-    async def drain(self) -> int:
-        """Answer what was received but not answered before a stop; returns how many."""
-        done = 0
-        for item in await self.core.unanswered(PLATFORM):
-            try:
-                inc = Incoming.from_dict(item.payload["incoming"])
-                if item.handled_at is None:
-                    replies = await self.core.handle(inc, item.id)
-                    if not replies or is_store_outage(replies):
-                        continue  # in hand elsewhere, or the store is still out: next time
-                elif not await self.core.take_delivery(item.id):
-                    continue  # its replies are being sent (or may be) by whoever handled it
-                else:
-                    replies = await self.core.stored_replies(item.id)
-                try:
-                    await self._deliver(inc, replies)
-                except SlackApiError as exc:
-                    if not _permanent(exc):
-                        raise
-                    log.error("Slack refuses the replies to inbox item %s for good (%s); "
-                              "given up", item.id, exc.response.get("error"))
-                await self.core.mark_replied(item.id)
-                done += 1
-            except Exception:
-                self.unsent.add(item.id)
-                log.exception("Slack inbox item %s not answered yet; kept for later", item.id)
-        if done:
-            log.info("Slack: answered %s request(s) left over from before the start", done)
-        return done
 
     # -- outbound: Web API calls ------------------------------------------------------------
     async def _post(self, channel: str, out: Outgoing, locale: str) -> None:

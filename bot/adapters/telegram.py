@@ -3,19 +3,12 @@
 The adapter only translates: a Bot API update becomes one `Incoming`, each `Outgoing` becomes
 Bot API calls made through PTB's `Bot` (HTML parse mode, inline keyboards, documents).
 
-Exactly-once handling. PTB's own Updater confirms updates as soon as they are queued in memory
-and its webhook answers before handling, so neither is used. Instead every update is written to
-the store's inbox (`Core.receive`) *before* Telegram hears it arrived: before the next
-getUpdates moves the offset past it, before the webhook answers 200. The core marks it handled
-in the transaction of its effect and keeps its replies; the adapter marks it replied once they
-went out. On start the inbox is drained: an update received but never handled is handled, one
-handled but not answered gets its stored replies. A redelivered update is recognised by its
-`update_id` and acted on once.
-
-Updates are worked through in lanes, one per person, so that one person's messages keep their
-order (a form is filled step by step) while other people are not kept waiting. A reply that
-cannot go out (Telegram down, rate limited beyond the retries) stays in the inbox and is tried
-again later; nothing is dropped.
+Receiving: every update becomes an `Incoming` and is kept in the store's inbox (the shared
+`bot.delivery.Inbound`) *before* Telegram hears it arrived: before the next getUpdates moves
+the offset past it, before the webhook answers 200. Handling, the replies (outbox rows, sent by
+the shared sender through `deliver()`), retries and take-overs after a crash are shared code;
+this module only translates. `deliver()` raises `TemporaryFailure` (network, 5xx, 429 with its
+retry_after) or `PermanentFailure` (403 blocked, 400 chat not found).
 
 The Bot API URL carries the bot token, and httpx and PTB log it; while the adapter runs, a
 filter on those loggers masks the token and the webhook secret, and no error raised here shows
@@ -26,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -65,14 +59,14 @@ from telegram.error import (
     BadRequest,
     Forbidden,
     InvalidToken,
-    NetworkError,
     RetryAfter,
     TelegramError,
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRateLimiter
 
-from bot.adapters import AdapterSetupError
+from bot.adapters import AdapterSetupError, read_capped
 from bot.adapters.rendering import message_text
+from bot.delivery.errors import PermanentFailure, TemporaryFailure
 from bot.logs import RedactSecrets
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import (
@@ -81,8 +75,8 @@ from handlers.types import (
     FormStep,
     Incoming,
     Outgoing,
-    is_store_outage,
 )
+from handlers.types import Route as RouteTo
 from messages import escape_html
 
 if TYPE_CHECKING:
@@ -351,26 +345,33 @@ def split_message(html_text: str, plain_text: str, limit: int = TEXT_LIMIT) -> l
 
 
 # -- the adapter ----------------------------------------------------------------------------
-@dataclass
-class _Job:
-    """One inbox item in hand, and how far it got."""
-
-    inbox_id: int
-    payload: dict[str, Any]
-    stage: str = "handle"  # then "send", then "mark"
-    replies: list[Outgoing] | None = None
-    sent: int = 0  # replies already delivered (in this process)
-    moved_private: bool = False
-    dm_refused: bool = False
-    group_told: bool = False
-    attempt: int = 0
-    apologised: bool = False
-    answered: bool = False
-    elsewhere: bool = False  # handled by another instance, which sends its replies
+MAX_BODY = 1_000_000  # bytes: a webhook body over this is refused before it is read
+RECEIPT_TIMEOUT = 10.0  # seconds a receipt may take (Telegram waits; a refusal is redelivered)
 
 
 class TelegramSetupError(AdapterSetupError):
     """The adapter cannot start; the message names no secret."""
+
+
+def _chat_target(chat_id: str) -> int | str:
+    return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+
+
+@contextlib.contextmanager
+def _delivery_errors() -> Iterator[None]:
+    """Bot API errors as the sender's two kinds of failure."""
+    try:
+        yield
+    except RetryAfter as exc:
+        raise TemporaryFailure("429 Too Many Requests", retry_after_seconds(exc)) from None
+    except Forbidden as exc:
+        raise PermanentFailure(f"403 {exc.message}") from None
+    except BadRequest as exc:  # chat not found, user deactivated, unparsable text: no cure
+        raise PermanentFailure(f"400 {exc.message}") from None
+    except InvalidToken:
+        raise TemporaryFailure("the bot token was rejected") from None
+    except TelegramError as exc:  # network, timeouts, 5xx
+        raise TemporaryFailure(f"{type(exc).__name__}: {exc.message}") from None
 
 
 class TelegramAdapter:
@@ -393,12 +394,7 @@ class TelegramAdapter:
         self.offset = 0  # next getUpdates offset: everything below it is in the inbox
         self._accepting = False
         self._poller: asyncio.Task[None] | None = None
-        self._lanes: dict[str, asyncio.Queue[_Job]] = {}
-        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
-        self._stopping = asyncio.Event()
-        self._in_hand: set[int] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._acks: set[asyncio.Task[None]] = set()
         self._menus: dict[int, list[tuple[str, str]]] = {}
         self._default_menu: list[tuple[str, str]] = []
         self._redactor = RedactSecrets(self.settings.secrets)
@@ -412,11 +408,19 @@ class TelegramAdapter:
         bot: Bot = self.application.bot
         return bot
 
+    @property
+    def polls(self) -> str:
+        """What only one process may do at a time: poll this bot token."""
+        return "telegram:" + hashlib.sha256(str(self.settings.telegram_token).encode()).hexdigest()[:16]
+
     async def start(self, *, webhook: bool) -> None:
-        """Connect (getMe), set the default menu, drain the inbox, then poll or await webhooks."""
+        """Connect (getMe), set the default menu, then poll or await webhooks."""
         if webhook and not self.settings.telegram_webhook_secret:
             raise TelegramSetupError("TELEGRAM_WEBHOOK_SECRET must be set to receive Telegram "
                                      "webhooks (1-256 characters: A-Z a-z 0-9 _ -)")
+        if not webhook and not await self.app.liveness.claim_polling(self.polls):
+            raise TelegramSetupError("another instance polls this bot; use `fpbot serve` with "
+                                     "webhooks for several instances")
         self._guard_logs()
         application = build_application(self.settings, self.limiter)
         try:
@@ -442,18 +446,14 @@ class TelegramAdapter:
                     log.warning("deleteWebhook failed (%s); polling may meet a Conflict",
                                 type(exc).__name__)
             self._accepting = True
-            self._stopping.clear()
-            for item in await self.core.unanswered(PLATFORM):
-                self._enqueue(_Job(item.id, dict(item.payload),
-                                   stage="send" if item.handled_at is not None else "handle"))
         except BaseException:
             await self.stop()
             raise
         if not webhook:
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
 
-    async def stop(self) -> None:
-        """Stop receiving, finish the updates in hand (briefly), close the connections."""
+    async def stop_receiving(self) -> None:
+        """Stop polling (telling Telegram what the inbox holds) and refuse webhooks."""
         self._accepting = False
         if self._poller is not None:
             self._poller.cancel()
@@ -461,21 +461,12 @@ class TelegramAdapter:
                 await self._poller
             self._poller = None
             await self._confirm_offset()
-        self._stopping.set()
-        lanes = list(self._lane_tasks.values())
-        if lanes:
-            _, late = await asyncio.wait(lanes, timeout=self.stop_grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
-        unfinished = sorted(self._in_hand)
-        if unfinished:  # whoever starts next may send their replies at once
-            with contextlib.suppress(*STORE_ERRORS):
-                await self.core.release_delivery(unfinished)
-        self._lanes.clear()
-        self._lane_tasks.clear()
-        self._in_hand.clear()
-        self._idle.set()
+
+    async def stop(self) -> None:
+        """Stop receiving and close the connections."""
+        await self.stop_receiving()
+        if self._acks:
+            await asyncio.wait(list(self._acks), timeout=2)
         if self.application is not None:
             with contextlib.suppress(Exception):
                 await self.application.stop()
@@ -485,8 +476,8 @@ class TelegramAdapter:
         self._unguard_logs()
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until no update is in hand (tests)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        """Wait until everything received is handled and its replies sent (tests)."""
+        await self.app.wait_idle(timeout)
 
     def routes(self) -> list[BaseRoute]:
         return [Route(WEBHOOK_PATH, self._on_webhook, methods=["POST"])]
@@ -495,21 +486,99 @@ class TelegramAdapter:
         return bool(chat_id)
 
     async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
-        """Deliver a message from the outbox; raises if it did not go."""
-        target: int | str = int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+        """Deliver one message to one chat (see `deliver`)."""
+        await self.deliver(chat_id, message, locale=locale, tz=tz, extras={})
+
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: Mapping[str, Any]) -> None:
+        """Send one message to one chat; raise TemporaryFailure or PermanentFailure."""
+        target = _chat_target(chat_id)
         if message.private and (not isinstance(target, int) or target < 0):
-            raise ValueError("a private message cannot go to a group chat")
+            raise PermanentFailure("a private message cannot go to a group chat")
         out = replace(message, context={"tz": tz, **message.context})
-        await self._show(target, out, locale, user_id=target if isinstance(target, int) else None)
-        if isinstance(target, int) and target > 0:
-            await self._refresh_menu(target)
+        locale = self._known_locale(locale)
+        edit = extras.get("edit")
+        user = extras.get("user") or (target if isinstance(target, int) and target > 0 else None)
+        with _delivery_errors():
+            edited = await self._show(target, out, locale, user_id=user,
+                                      edit=int(edit) if edit else None)
+            if edit and not edited:
+                await self._strip_keyboard(target, int(edit))
+        menu = extras.get("menu", None if extras else target)
+        if isinstance(menu, int | str) and str(menu).isdigit():
+            await self._refresh_menu(int(menu))
 
     async def download(self, file_id: str) -> bytes:
         """The content of a file someone sent (fetched with getFile only now)."""
         tg_file = await self.bot.get_file(file_id)
         return bytes(await tg_file.download_as_bytearray())
 
+    # -- translation for the shared path --------------------------------------------------
+    def translate(self, update: Update) -> tuple[Incoming | None, dict[str, Any]]:
+        """The update as the core sees it, plus what its replies need (a pressed message)."""
+        inc = update_to_incoming(update, self.bot_username)
+        hints: dict[str, Any] = {}
+        if inc is None:
+            return None, hints
+        query = update.callback_query
+        if query is not None and isinstance(query.message, Message):
+            if (query.data or "").partition("|")[0] in FORM_KINDS:
+                hints["pressed"] = query.message.message_id
+        too_big = [a for a in inc.attachments if a.size > DOWNLOAD_LIMIT]
+        if too_big:
+            hints["refuse"] = Outgoing("telegram.file_too_large",
+                                       {"name": too_big[0].name,
+                                        "size": round(too_big[0].size / MB, 1),
+                                        "limit": DOWNLOAD_LIMIT // MB}).to_dict()
+        return inc, hints
+
+    def plan(self, inc: Incoming, replies: list[Outgoing],
+             hints: Mapping[str, Any]) -> list[RouteTo]:
+        """Where each reply goes: personal ones from a group to the private chat (the group
+        is told, or told to press Start if that chat refuses); the first reply in the chat
+        of a pressed form button replaces that message."""
+        lane = f"{PLATFORM}:{inc.chat_id}"
+        pressed = hints.get("pressed")
+        routes: list[RouteTo] = []
+        moved = False
+        for out in replies:
+            target = inc.chat_id
+            if out.private and not inc.private:
+                target, moved = inc.user_id, True
+            extras: dict[str, Any] = {"user": inc.user_id, "menu": None}
+            if pressed is not None:
+                if target == inc.chat_id:
+                    extras["edit"] = pressed
+                pressed = None
+            routes.append(RouteTo(target, out, extras, lane))
+        if moved:
+            routes.append(RouteTo(inc.chat_id,
+                                  Outgoing("telegram.answered_privately",
+                                           {"bot": self.bot_username}),
+                                  {"if_refused": "telegram.cannot_write_privately",
+                                   "menu": None}, lane))
+        if routes and inc.private:
+            routes[-1].extras["menu"] = inc.user_id
+        return routes
+
+    async def prepare(self, inc: Incoming) -> Incoming:
+        return inc
+
     # -- receiving ------------------------------------------------------------------------
+    async def _keep(self, update: Update, *, timeout: float = RECEIPT_TIMEOUT) -> None:
+        """Keep one update in the inbox (raises when the store cannot), then stop the
+        button's spinner."""
+        inc, hints = self.translate(update)
+        if inc is not None:
+            if await self.app.inbound.receive(PLATFORM, str(update.update_id), inc, hints,
+                                              timeout=timeout) is None:
+                return  # a redelivery
+        if update.callback_query is not None:
+            task = asyncio.create_task(self._answer_query(update.callback_query,
+                                                          expired=inc is None))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
     async def _poll(self) -> None:
         """Long-poll getUpdates; the offset moves past a batch only once all of it is stored."""
         pause = 0.0
@@ -536,28 +605,19 @@ class TelegramAdapter:
                 pause = min(max(pause * 2, self.retry_first), 30.0)
                 log.exception("getUpdates failed; retrying in %.1f s", pause)
                 continue
-            stored: list[_Job] = []
             try:
                 for update in updates:
-                    payload = json.loads(update.to_json())
-                    inbox_id = await self.core.receive(PLATFORM, str(update.update_id), payload)
-                    if inbox_id is not None:
-                        stored.append(_Job(inbox_id, payload))
+                    await self._keep(update)
+                    self.offset = update.update_id + 1
             except Exception as exc:
                 pause = min(max(pause * 2, self.retry_first), 30.0)
-                if isinstance(exc, STORE_ERRORS):
-                    log.warning("store unavailable (%s): %d update(s) left unconfirmed at "
-                                "Telegram", type(exc).__name__, len(updates))
+                if isinstance(exc, (*STORE_ERRORS, TimeoutError)):
+                    log.warning("store unavailable (%s): update(s) left unconfirmed at "
+                                "Telegram", type(exc).__name__)
                 else:
                     log.exception("updates not stored; left unconfirmed at Telegram")
-                for job in stored:
-                    self._enqueue(job)
                 continue
             pause = 0.0
-            for job in stored:
-                self._enqueue(job)
-            if updates:
-                self.offset = updates[-1].update_id + 1
 
     async def _confirm_offset(self) -> None:
         """Tell Telegram which updates are in the inbox, so they are not sent again."""
@@ -568,207 +628,49 @@ class TelegramAdapter:
                                                         allowed_updates=list(ALLOWED_UPDATES)), 5)
 
     async def _on_webhook(self, request: Request) -> Response:
-        """Store the update, then answer 200; a forged secret gets 403, a down store 503."""
+        """Store the update, then answer 200; a forged secret gets 403, a body over 1 MB 413,
+        a down store 503 (Telegram delivers it again)."""
         secret = self.settings.telegram_webhook_secret
         given = request.headers.get(SECRET_HEADER, "")
         if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
             return Response(status_code=403)
         if not self._accepting:
             return Response(status_code=503)
+        body = await read_capped(request, MAX_BODY)
+        if body is None:
+            return Response(status_code=413)
         try:
-            payload = await request.json()
+            payload = json.loads(body)
         except ValueError:
             return Response(status_code=400)
         if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
             return Response(status_code=400)
         try:
-            inbox_id = await self.core.receive(PLATFORM, str(payload["update_id"]), payload)
-        except STORE_ERRORS as exc:
+            update = Update.de_json(payload, self.bot)
+        except Exception:
+            return Response(status_code=400)
+        try:
+            await self._keep(update, timeout=5.0)
+        except (*STORE_ERRORS, TimeoutError) as exc:
             log.warning("store unavailable (%s): webhook update %s refused for redelivery",
                         type(exc).__name__, payload["update_id"])
             return Response(status_code=503)
-        if inbox_id is not None:
-            self._enqueue(_Job(inbox_id, payload))
         return Response(status_code=200)
 
-    # -- lanes ----------------------------------------------------------------------------
-    @staticmethod
-    def _lane_key(job: _Job) -> str:
-        for kind in ("callback_query", "message"):
-            part = job.payload.get(kind)
-            if isinstance(part, dict) and isinstance(part.get("from"), dict):
-                return f"user:{part['from'].get('id')}"
-        return f"item:{job.inbox_id}"
-
-    def _enqueue(self, job: _Job) -> None:
-        if not self._accepting or job.inbox_id in self._in_hand:
-            return
-        self._in_hand.add(job.inbox_id)
-        self._idle.clear()
-        self._put(job)
-
-    def _put(self, job: _Job) -> None:
-        key = self._lane_key(job)
-        queue = self._lanes.get(key)
-        if queue is None:
-            queue = self._lanes[key] = asyncio.Queue()
-            self._lane_tasks[key] = asyncio.create_task(self._run_lane(key, queue),
-                                                        name=f"telegram-{key}")
-        queue.put_nowait(job)
-
-    async def _run_lane(self, key: str, queue: asyncio.Queue[_Job]) -> None:
-        """Work through one person's updates in order; one that cannot finish now is retried
-        (with a growing pause) before the next, until the adapter stops."""
-        try:
-            while not queue.empty():
-                job = queue.get_nowait()
-                while not await self._process(job):
-                    job.attempt += 1
-                    pause = min(self.retry_first * 2 ** (job.attempt - 1), RETRY_MAX)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), pause)
-                    if self._stopping.is_set():
-                        return  # it stays in the inbox for the next start
-                self._done(job)
-        finally:
-            self._lanes.pop(key, None)
-            self._lane_tasks.pop(key, None)
-
-    def _done(self, job: _Job) -> None:
-        self._in_hand.discard(job.inbox_id)
-        if not self._in_hand:
-            self._idle.set()
-
-    # -- handling -------------------------------------------------------------------------
-    async def _process(self, job: _Job) -> bool:
-        """Handle, answer and mark one inbox item; False when it was put off for later."""
-        try:
-            update = Update.de_json(job.payload, self.bot)
-        except Exception:
-            log.exception("inbox item %s is not a Telegram update; dropped", job.inbox_id)
-            update = None
-        try:
-            if update is not None and job.stage == "handle":
-                job.replies = await self._handle(job, update)
-                if job.replies is None:
-                    return False
-                if job.elsewhere:
-                    return True
-                job.stage = "send"
-            if update is not None and job.stage == "send":
-                if job.replies is None:  # left over from before a restart, or from elsewhere
-                    if not await self.core.take_delivery(job.inbox_id):
-                        return True  # whoever handled it is sending its replies
-                    job.replies = await self.core.stored_replies(job.inbox_id)
-                await self._deliver(job, update)
-                job.stage = "mark"
-            await self.core.mark_replied(job.inbox_id)
-        except (*STORE_ERRORS, NetworkError, RetryAfter) as exc:
-            log.warning("inbox item %s: %s at stage %s; trying again later", job.inbox_id,
-                        type(exc).__name__, job.stage)
-            return False
-        except Exception:
-            log.exception("inbox item %s could not be answered; given up", job.inbox_id)
-            with contextlib.suppress(*STORE_ERRORS):
-                await self.core.mark_replied(job.inbox_id)
-            return True
-        if update is not None and update.effective_chat is not None and (
-                update.effective_chat.type == ChatType.PRIVATE and update.effective_user):
-            await self._refresh_menu(update.effective_user.id)
-        return True
-
-    async def _handle(self, job: _Job, update: Update) -> list[Outgoing] | None:
-        """The replies to an update (None: the store is down, try later)."""
-        inc = update_to_incoming(update, self.bot_username)
-        if update.callback_query is not None:
-            await self._answer_query(update.callback_query, job, expired=inc is None)
-        if inc is None:
-            return []
-        too_big = [a for a in inc.attachments if a.size > DOWNLOAD_LIMIT]
-        if too_big:
-            return [Outgoing("telegram.file_too_large",
-                             {"name": too_big[0].name, "size": round(too_big[0].size / MB, 1),
-                              "limit": DOWNLOAD_LIMIT // MB})]
-        replies = await self.core.handle(inc, job.inbox_id)
-        if is_store_outage(replies):
-            if not job.apologised:
-                job.apologised = True
-                with contextlib.suppress(TelegramError):
-                    await self._deliver(replace(job, sent=0), update, replies)
-            return None
-        if not replies:  # handled elsewhere: its replies are sent there, or taken over later
-            if not await self.core.take_delivery(job.inbox_id):
-                job.elsewhere = True
-                return []
-            replies = await self.core.stored_replies(job.inbox_id)
-        return replies
-
-    async def _answer_query(self, query: CallbackQuery, job: _Job, *, expired: bool) -> None:
+    async def _answer_query(self, query: CallbackQuery, *, expired: bool) -> None:
         """Stop the button's spinner (a query older than a few minutes can no longer be)."""
-        if job.attempt or job.answered:
-            return
-        job.answered = True
         text = None
         if expired:
             text = self.renderer.render("telegram.button_expired",
-                                        self._user_locale(query.from_user.language_code), "plain")
+                                        self._known_locale(_locale(query.from_user.language_code)),
+                                        "plain")
         try:
             await query.answer(text=text)
         except TelegramError as exc:
             log.debug("answerCallbackQuery failed: %s", type(exc).__name__)
 
-    def _user_locale(self, language_code: str | None) -> str:
-        locale = _locale(language_code)
+    def _known_locale(self, locale: str | None) -> str:
         return locale if locale in self.renderer.locales else self.renderer.default_locale
-
-    async def _deliver(self, job: _Job, update: Update,
-                       replies: list[Outgoing] | None = None) -> None:
-        """Send each reply where it belongs; personal ones from a group go to a private chat."""
-        replies = job.replies if replies is None else replies
-        chat, user = update.effective_chat, update.effective_user
-        if chat is None or user is None or not replies:
-            return
-        in_private = chat.type == ChatType.PRIVATE
-        locale = self._user_locale(user.language_code)
-        query = update.callback_query
-        pressed: int | None = None
-        if query is not None and isinstance(query.message, Message):
-            kind = (query.data or "").partition("|")[0]
-            if kind in FORM_KINDS:
-                pressed = query.message.message_id
-        for n, out in enumerate(replies or ()):
-            if n < job.sent:
-                pressed = None
-                continue
-            target = chat.id
-            if out.private and not in_private:
-                target = user.id
-                if job.dm_refused:
-                    job.sent += 1
-                    continue
-            edit = pressed if target == chat.id else None
-            try:
-                edited = await self._show(target, out, locale, user_id=user.id, edit=edit)
-            except Forbidden:
-                if target == chat.id:
-                    log.warning("Telegram refused a message to chat %s (bot blocked?)", chat.id)
-                else:
-                    job.dm_refused = True
-                edited = False
-            else:
-                job.moved_private = job.moved_private or target != chat.id
-            if edit is not None:
-                pressed = None
-                if not edited:
-                    await self._strip_keyboard(chat.id, edit)
-            job.sent += 1
-        if (job.moved_private or job.dm_refused) and not job.group_told:
-            key = "telegram.cannot_write_privately" if job.dm_refused else (
-                "telegram.answered_privately")
-            text = self.renderer.render(key, locale, "html", bot=self.bot_username)
-            await self.bot.send_message(chat.id, text, parse_mode=ParseMode.HTML,
-                                        link_preview_options=NO_PREVIEW)
-            job.group_told = True
 
     async def _show(self, chat_id: int | str, out: Outgoing, locale: str, *,
                     user_id: int | str | None, edit: int | None = None) -> bool:

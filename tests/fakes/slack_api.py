@@ -158,6 +158,36 @@ class FakeSlackAPI:
                 ) from None
         return self.calls_to(method)
 
+    # -- delivery faults (issue 9) -------------------------------------------------------------
+
+    def refuse_next(self, method: str, error: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        refusals = self.__dict__.setdefault("_refusals", {})
+        refusals.setdefault(method, []).extend([error] * times)
+
+    def hang_next(self, method: str) -> None:
+        """Make the next call of ``method`` hang until :meth:`release_hangs` (then fail 502)."""
+        self.__dict__.setdefault("_hangs", set()).add(method)
+        self.__dict__.setdefault("hanging", asyncio.Event())
+
+    def release_hangs(self) -> None:
+        self.__dict__.get("_hangs", set()).clear()
+        if "hanging" in self.__dict__:
+            self.__dict__["hanging"].set()
+
+    async def _maybe_hang(self, method: str) -> bool:
+        hangs = self.__dict__.get("_hangs", set())
+        if method not in hangs:
+            return False
+        hangs.discard(method)
+        self.__dict__["hung"] = self.__dict__.get("hung", 0) + 1
+        await self.__dict__["hanging"].wait()
+        return True
+
+    def _refusal(self, method: str) -> str | None:
+        queued = self.__dict__.get("_refusals", {}).get(method)
+        return queued.pop(0) if queued else None
+
     # -- Socket Mode --------------------------------------------------------------------------
 
     def use_socket_mode(self) -> str:
@@ -206,6 +236,17 @@ class FakeSlackAPI:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _read_params(request)
+        if await self._maybe_hang(method):  # released after its client died: never sent
+            self.calls.append(Call(method, params, 502))
+            return web.json_response({"ok": False, "error": "fatal_error"}, status=502)
+        refusal = self._refusal(method)
+        if refusal is not None:
+            call = Call(method, params, 200)
+            self.calls.append(call)
+            self.__dict__.setdefault("refused", []).append(call)
+            async with self._changed:
+                self._changed.notify_all()
+            return web.json_response({"ok": False, "error": refusal})
         status, body, headers = self._answer(method, params, request.headers.get("Authorization"))
         self.calls.append(Call(method, params, status))
         async with self._changed:

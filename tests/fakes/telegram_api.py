@@ -243,6 +243,29 @@ class FakeBotAPI:
         """Forget the failures queued by :meth:`fail_next` that have not happened yet."""
         self._failures.clear()
 
+    # ---- delivery faults (issue 9) ---------------------------------------------------------
+    def hang_next(self, method: str, times: int = 1) -> None:
+        """Make the next ``times`` calls to ``method`` hang until :meth:`release_hangs`."""
+        hangs = self.__dict__.setdefault("_hangs", {})
+        hangs[method.lower()] = hangs.get(method.lower(), 0) + times
+        self.__dict__.setdefault("hanging", asyncio.Event())
+
+    def release_hangs(self) -> None:
+        """Let every hanging call go on (and no further call hang)."""
+        self.__dict__.get("_hangs", {}).clear()
+        if "hanging" in self.__dict__:
+            self.__dict__["released"] = True
+            self.__dict__["hanging"].set()
+
+    async def _maybe_hang(self, method: str) -> None:
+        hangs = self.__dict__.get("_hangs", {})
+        if hangs.get(method.lower()):
+            hangs[method.lower()] -= 1
+            self.__dict__["hung"] = self.__dict__.get("hung", 0) + 1
+            await self.__dict__["hanging"].wait()
+            # Released after its client gave up (or died): the message never went out.
+            raise ApiError(502, "Bad Gateway")
+
     # ---- HTTP plumbing ---------------------------------------------------------------------
     def _wake(self) -> None:
         """Wake every waiting long-poll (each waits on the event current when it slept)."""
@@ -254,6 +277,7 @@ class FakeBotAPI:
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
+            await self._maybe_hang(method)
             if failures := self._failures.get(method.lower()):
                 raise failures.pop(0)
             if (refusal := telegram_error(method, params)) is not None:

@@ -1,0 +1,78 @@
+"""The store replaced under the bot is noticed; an empty store is created only on purpose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.app import BotApp
+from bot.delivery.inbound import StoreRefused
+from bot.runner import web_app
+from bot.settings import Settings
+from handlers.clock import FrozenClock
+from handlers.types import Incoming
+from storage.db import StoreUnavailable
+
+FPBOT = [sys.executable, "-m", "bot.cli"]
+
+
+def fpbot(cwd: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TELEGRAM_", "SLACK_", "DATABASE_URL"))}
+    return subprocess.run([*FPBOT, *args], env={**env, "DATABASE_URL": url}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_a_missing_store_is_not_created_by_run_or_chat_but_by_db_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fpbot.db'}"
+    for command in ("run", "chat"):
+        refused = fpbot(tmp_path, url, command)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines() == [
+            f"fpbot: no database at {url}: create it with `fpbot db upgrade` (or load the "
+            "demo: `fpbot demo`)"]
+        assert not (tmp_path / "fpbot.db").exists()
+    created = fpbot(tmp_path, url, "db", "upgrade")
+    assert created.returncode == 0
+    assert created.stderr.strip() == f"fpbot: created a new, empty database at {url}"
+    again = fpbot(tmp_path, url, "db", "upgrade")
+    assert again.returncode == 0 and again.stderr == ""
+
+
+async def test_a_store_replaced_under_the_running_bot_refuses_writes_and_fails_healthz(
+        tmp_path: Path, clock: FrozenClock) -> None:
+    path = tmp_path / "fpbot.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    first = BotApp(Settings(database_url=url), clock=clock)
+    await first.open(create=True)
+    asgi = web_app(first, [])
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://bot") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            # Someone deletes the file and a fresh, empty one appears in its place.
+            other = tmp_path / "other.db"
+            fresh = BotApp(Settings(database_url=f"sqlite+aiosqlite:///{other}"), clock=clock)
+            await fresh.open(create=True)
+            await fresh.close()
+            os.replace(other, path)
+            health = await http.get("/healthz")
+            assert health.status_code == 503 and health.json()["store"] == "replaced"
+        with pytest.raises(StoreRefused):
+            await first.inbound.receive("telegram", "u1",
+                                        Incoming("telegram", "1", "1", text="/help"))
+        assert await first.sender.sweep() == 0
+    finally:
+        await first.close()
+    with pytest.raises(StoreUnavailable, match="empty"):  # a restart does not adopt it...
+        empty = BotApp(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'e.db'}"))
+        (tmp_path / "e.db").touch()
+        try:
+            await empty.open()
+        finally:
+            await empty.close()
