@@ -150,9 +150,9 @@ class RenderLog:
 
         handle = self._original_handle = Core.handle
 
-        async def handle_and_render(self: Core, inc: Incoming,
-                                    inbox_id: int | None = None) -> list[Outgoing]:
-            replies: list[Outgoing] = await handle(self, inc, inbox_id)
+        async def handle_and_render(self: Core, inc: Incoming, *args: Any,
+                                    **kwargs: Any) -> list[Outgoing]:
+            replies: list[Outgoing] = await handle(self, inc, *args, **kwargs)
             for reply in replies:
                 try:
                     render_everywhere(self.renderer, reply, str(reply.context.get("locale") or "en"))

@@ -4,6 +4,8 @@ and duplicate nothing (every test runs on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +44,19 @@ ALT_CHILE = "alt.chile@demo.invalid"
 COORDINATOR = "coordinator@demo.invalid"
 
 
+class Killed(BaseException):
+    """The process dies mid-transaction (SIGKILL): nothing after this line runs."""
+
+
+async def run_until_killed(outbox: Outbox, recorder: Recorder) -> None:
+    """Let `outbox` send until its recorder hangs mid-send, then kill it there."""
+    sending = asyncio.create_task(outbox.deliver_due(limit=1000))
+    await recorder.dead.wait()
+    sending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sending
+
+
 async def die(dead: Outbox, survivor: Outbox) -> None:
     """As if the process sending for `dead` was killed (its row stays, its pid no longer runs
     it): the survivor finds it dead at once, as a restart on the same host does."""
@@ -49,10 +64,6 @@ async def die(dead: Outbox, survivor: Outbox) -> None:
     if not survivor.liveness.registered:
         await survivor.liveness.register()
     assert dead.liveness.id in await survivor.liveness.reap()
-
-class Killed(BaseException):
-    """The process dies mid-send (SIGKILL): nothing after this line runs."""
-
 
 @dataclass
 class Delivered:
@@ -76,13 +87,15 @@ class Recorder:
         self.crash_after = crash_after
         self.sent = sent if sent is not None else []
         self.mine = 0
+        self.dead = asyncio.Event()
 
     def reaches(self, chat_id: str) -> bool:
         return True
 
     async def send(self, chat_id: str, message: Outgoing, *, locale: str, tz: str) -> None:
         if self.crash_after is not None and self.mine >= self.crash_after:
-            raise Killed
+            self.dead.set()  # this send hangs until the process is killed
+            await asyncio.Event().wait()
         self.mine += 1
         context = {"tz": tz, **message.context}
         texts = {fmt: self.renderer.render(message.key, locale, fmt, **context)
@@ -153,8 +166,7 @@ async def test_a_whole_cycle_reminds_exactly_the_right_people_at_the_right_times
             crashed = True
             killed = Recorder(renderer, clock, crash_after=2, sent=recorder.sent)
             dying = Outbox(demo_db, clock, {"console": killed})
-            with pytest.raises(Killed):
-                await dying.deliver_due()
+            await run_until_killed(dying, killed)
             assert killed.mine == 2  # two went, the third was in flight, the rest waited
             await die(dying, outbox)
         while await outbox.deliver_due():
@@ -257,7 +269,6 @@ async def test_two_sweeps_at_once_queue_each_reminder_once(
         await sync_deadline(session, DeadlineKind.CUSTOM, None, DUE, TITLE,
                             audience(roles=[RoleName.FOCAL_POINT]), now=clock.now())
     at = DUE - timedelta(days=1, hours=-1)
-    import asyncio
 
     async def one() -> int:
         async with demo_db.transaction() as session:
@@ -286,9 +297,9 @@ async def test_a_fan_out_of_500_killed_midway_is_sent_exactly_once_after_restart
         queued = [c for c in await sweep(session, at=clock.now()) if c.status == "due"]
     assert len(queued) >= 1000  # this deadline and the demo one, for 505 members' people
     sent: list[tuple[str, Outgoing, dict[str, str], datetime]] = []
-    dying = Outbox(demo_db, clock, {"console": Recorder(renderer, clock, 137, sent)})
-    with pytest.raises(Killed):
-        await dying.deliver_due(limit=1000)
+    hanging = Recorder(renderer, clock, 137, sent)
+    dying = Outbox(demo_db, clock, {"console": hanging})
+    await run_until_killed(dying, hanging)
     assert len(sent) == 137
     async with demo_db.transaction() as session:  # the restarted process sweeps again
         assert await sweep(session, at=clock.now()) == []

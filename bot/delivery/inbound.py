@@ -207,11 +207,20 @@ class Inbound:
                                                         name=f"inbox-{platform}")
         queue.put_nowait(job)
 
+    async def _process_logged(self, job: _Job) -> bool:
+        """`_process`, with a bug logged and the item kept for another try, not a dead lane."""
+        try:
+            return await self._process(job)
+        except Exception:
+            log.exception("inbox item %s could not be handled; it is kept and retried",
+                          job.inbox_id)
+            return False
+
     async def _run_lane(self, key: tuple[str, str], queue: asyncio.Queue[_Job]) -> None:
         try:
             while not queue.empty():
                 job = queue.get_nowait()
-                while not await self._process(job):
+                while not await self._process_logged(job):
                     job.attempt += 1
                     pause = min(self.retry_first * 2 ** (job.attempt - 1), RETRY_MAX)
                     with contextlib.suppress(TimeoutError):
