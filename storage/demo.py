@@ -48,26 +48,27 @@ async def load_demo(session: AsyncSession, now: datetime, *,
         await session.execute(
             update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
+        await load_demo_deadlines(session, now)  # first: its demo chairs host the meetings
         await load_demo_meetings(session, now)
         if newsletter:
             await load_demo_edition(session, now)
-        await load_demo_deadlines(session, now)
     return added, report
 
 
 async def demo_people(session: AsyncSession) -> list[tuple[str, str]]:
     """Each demo person's e-mail and what they are, in roster order (for `fpbot demo`)."""
     names = {m.code: m.name for m in await session.scalars(select(Member))}
-    chairs: dict[str, list[int]] = {}
+    chairs: dict[str, list[str]] = {}
     for chair in await session.scalars(select(Chair).order_by(Chair.year)):
-        chairs.setdefault(chair.member.code, []).append(chair.year)
+        chairs.setdefault(chair.member.code, []).append(
+            f"demo chair {chair.year}" if chair.is_demo else f"chair {chair.year}")
     people = []
     for row in csv.DictReader(io.StringIO(DEMO_ROSTER)):
         role = row["role"].replace("_", " ")
         codes = [c for c in row["members"].split(";") if c]
         what = f"{role} of {', '.join(names.get(c, c) for c in codes)}" if codes else role
-        years = [str(y) for c in codes for y in chairs.get(c, [])]
+        years = [y for c in codes for y in chairs.get(c, [])]
         if years:
-            what += f" (chair {', '.join(years)})"
+            what += f" ({', '.join(years)})"
         people.append((row["email"], f"{what}: {row['name']}"))
     return people

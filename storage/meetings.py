@@ -189,7 +189,8 @@ async def load_demo_meetings(session: AsyncSession, now: datetime) -> int:
                                  .order_by(Chair.year.desc()).limit(1))
     host = chair.member if chair is not None else None
     cities = {"spain": ("Madrid", "Europe/Madrid"), "germany": ("Berlin", "Europe/Berlin"),
-              "namibia": ("Windhoek", "Africa/Windhoek")}
+              "namibia": ("Windhoek", "Africa/Windhoek"),
+              "chile": ("Santiago", "America/Santiago")}  # fpbot demo's demo chairs too
     city, tz = cities.get(host.code if host else "", ("New York", "America/New_York"))
     annual_day = now + timedelta(weeks=8)
     ny_day = now + timedelta(weeks=20)

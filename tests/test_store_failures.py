@@ -54,9 +54,11 @@ async def test_an_unopenable_sqlite_file_leaves_no_driver_thread_behind() -> Non
     """aiosqlite's worker thread, started for a connection that fails, outlives the loop and
     prints a traceback after the clear line; the check must fail before any is started."""
     db = Database("sqlite+aiosqlite:////proc/fpbot.db")
+    before = set(threading.enumerate())  # other tests' stores may still be closing theirs
     with pytest.raises(StoreUnavailable, match="unable to open database file"):
         await db.check()
-    workers = [t.name for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    workers = [t.name for t in set(threading.enumerate()) - before
+               if "_connection_worker_thread" in t.name]
     await db.dispose()
     assert workers == []
 
