@@ -308,7 +308,8 @@ async def _check_closes(ctx: Context, value: str, answers: dict[str, Any]) -> st
     closes = _parse_local(value, tz)
     if answers.get("starts") and closes > _parse_local(answers["starts"], tz):
         raise UserError("meetings.closes_after_start")
-    if answers.get("opens") and closes <= _parse_local(answers["opens"], tz):
+    opens = _parse_local(answers["opens"], tz) if answers.get("opens") else ctx.now  # skip: now
+    if closes <= opens:
         raise UserError("meetings.closes_before_opening")
     return value
 
@@ -573,10 +574,8 @@ async def _register_submit(ctx: Context, answers: dict[str, Any]) -> list[Outgoi
     members = ctx.own_members()
     member = members[0] if members else None
     if answers.get("attendee") == "delegate":
-        if member is None:
+        if member is None:  # no longer a focal point or alternate since the form opened
             raise UserError("meetings.delegation_members_only")
-        if not answers.get("email") or not answers.get("name"):
-            raise UserError("meetings.delegate_needed")
         email = str(answers["email"]).lower()
         person = await ctx.session.scalar(select(Person).where(Person.email == email))
         name, title, role = answers["name"], answers.get("title") or "", "delegate"
