@@ -76,6 +76,8 @@ class Field:
     only_if: Condition | None = None
     # The context the question and its hint are rendered with, from the answers so far.
     context: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Asked step by step only (a follow-up question): a modal never shows it.
+    steps_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ def _asked(form: Form, answers: dict[str, Any], *, whole: bool = False) -> list[
     """
     given = set(answers.get(SKIP, ()))
     return [f.name for f in form.fields if f.name not in given
+            and not (whole and f.steps_only)
             and (whole or f.only_if is None or f.only_if(answers))]
 
 

@@ -198,10 +198,13 @@ async def _file(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
                      closes_form=True, choices=tuple(choices))]
 
 
-async def _own_update(ctx: Context, number: str) -> NationalUpdate:
-    """An update the caller may change: their own, or any for the secretariat."""
+async def _own_update(ctx: Context, number: str, command: str = "edit") -> NationalUpdate:
+    """An update the caller may change: their own, or any for the secretariat.
+
+    `command` is the one used, for the example a missing or wrong number gets.
+    """
     if not number.strip().lstrip("#").isdigit():
-        raise UserError("updates.which_update")
+        raise UserError("updates.which_update", command=command)
     row = await ctx.session.get(NationalUpdate, int(number.strip().lstrip("#")))
     if row is None:
         raise UserError("updates.unknown", id=number)
@@ -272,8 +275,8 @@ async def withdraw(msg: Incoming, ctx: Context) -> list[Outgoing]:
     number, _, answer = msg.args.partition(" ")
     number, _, seen = number.lstrip("#").partition("v")
     if seen and not seen.isdigit():
-        raise UserError("updates.which_update")
-    row = await _own_update(ctx, number)
+        raise UserError("updates.which_update", command="withdraw")
+    row = await _own_update(ctx, number, "withdraw")
     if answer.strip().lower() == "keep":
         return [Outgoing("updates.kept", {"id": row.id, "title": row.title})]
     if not seen or int(seen) != row.version:
@@ -322,7 +325,7 @@ async def mine(msg: Incoming, ctx: Context) -> list[Outgoing]:
 async def _show(ctx: Context, number: str) -> list[Outgoing]:
     assert ctx.person is not None
     if not number.strip().lstrip("#").isdigit():
-        raise UserError("updates.which_update")
+        raise UserError("updates.which_update", command="myupdates")
     row = await ctx.session.get(NationalUpdate, int(number.strip().lstrip("#")))
     own = {m.id for m in ctx.own_members()}
     if row is None or not (row.author_id == ctx.person.id or row.member_id in own

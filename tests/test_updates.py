@@ -197,7 +197,7 @@ async def test_an_update_withdrawn_cannot_be_approved(chat: Transcript) -> None:
     await withdraw(chat, update_id)
     await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
     assert chat.keys == ["review.not_in_review"]
-    assert "it is withdrawn" in chat.text()
+    assert "its author withdrew it" in chat.text()
 
 
 async def test_two_reviewers_at_once_one_wins(chat: Transcript, core: Core) -> None:
