@@ -231,3 +231,17 @@ async def test_help_shows_each_person_only_what_they_may_use(chat: Transcript) -
     menu = dict(await chat.core.commands_for("console", FP_CHILE))
     assert "start" not in menu and "meeting" in menu and "review" not in menu
     assert "start" in dict(await chat.core.commands_for("telegram", "7303"))
+
+
+async def test_review_names_each_section_as_the_newsletter_heads_it(chat: Transcript) -> None:
+    update_id = await file_update(chat)
+    await chat.say(f"/review sections {update_id}", as_=COORDINATOR)
+    labels = [c.label for c in chat.last().choices]
+    assert sorted(labels) == sorted([
+        "From the Network", "Focal point spotlight", "Member action and policy",
+        "Innovation in policy and practice", "Best practices and lessons learned",
+        "National action plan progress", "Knowledge products",
+        "Funding and capacity-building opportunities", "Civil society voices", "Upcoming events"])
+    await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
+    for fmt in FORMATS:
+        assert "for National action plan progress" in chat.text(fmt=fmt)
