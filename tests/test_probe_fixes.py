@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from storage.db import Database
 from storage.models import NationalUpdate
-from tests.conftest import COORDINATOR, FP_CHILE, Transcript
+from tests.conftest import COORDINATOR, FP_CHILE, FP_GERMANY, Transcript
 from tests.test_updates import file_update
 
 FORMATS = ("plain", "html", "mrkdwn")
@@ -245,3 +245,36 @@ async def test_review_names_each_section_as_the_newsletter_heads_it(chat: Transc
     await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
     for fmt in FORMATS:
         assert "for National action plan progress" in chat.text(fmt=fmt)
+
+
+async def _approved_german_plan(chat: Transcript) -> int:
+    update_id = await file_update(
+        chat, FP_GERMANY, title="Germany adopts its third plan", category="policy",
+        text="The federal cabinet adopted the third national action plan on women, peace "
+             "and security, with civil society organisations consulted throughout.")
+    await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
+    assert chat.keys == ["review.done_approved"]
+    return update_id
+
+
+async def test_search_spells_out_the_acronyms_of_the_field(chat: Transcript) -> None:
+    await _approved_german_plan(chat)
+    for query in ("NAP", "nap Germany", "WPS", "CSO cabinet"):
+        await chat.say(f"/search {query}", as_=FP_CHILE)
+        for fmt in FORMATS:
+            assert "Germany adopts its third plan" in chat.text(fmt=fmt), query
+    await chat.say("/search NAP indicators", as_=FP_CHILE)  # every word must still match
+    assert "No approved update matches “nap indicators”" in chat.text()
+
+
+async def test_a_search_by_filter_alone_lists_what_matches(chat: Transcript) -> None:
+    await _approved_german_plan(chat)
+    await chat.say("/search category:policy", as_=FP_CHILE)
+    assert chat.keys == ["search.results"]
+    for fmt in FORMATS:
+        assert "1 update for “category:policy”" in chat.text(fmt=fmt)
+        assert "Germany adopts its third plan" in chat.text(fmt=fmt)
+    await chat.say("/search category:event", as_=FP_CHILE)
+    assert "No approved update matches “category:event”" in chat.text()
+    await chat.say("/search", as_=FP_CHILE)
+    assert chat.keys == ["search.need_words"]
