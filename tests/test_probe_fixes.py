@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from handlers.clock import FrozenClock
 from storage.db import Database
+from storage.edition_demo import load_demo_edition
 from storage.models import NationalUpdate
 from tests.conftest import COORDINATOR, FP_CHILE, FP_GERMANY, Transcript
 from tests.test_updates import file_update
@@ -278,3 +280,19 @@ async def test_a_search_by_filter_alone_lists_what_matches(chat: Transcript) -> 
     assert "No approved update matches “category:event”" in chat.text()
     await chat.say("/search", as_=FP_CHILE)
     assert chat.keys == ["search.need_words"]
+
+
+async def test_review_says_an_update_was_approved_or_published(
+        chat: Transcript, demo_db: Database, clock: FrozenClock) -> None:
+    update_id = await _approved_german_plan(chat)
+    await chat.say(f"/review {update_id}", as_=COORDINATOR)
+    assert "is no longer waiting for review: it was approved." in chat.text()
+    async with demo_db.transaction() as session:
+        assert await load_demo_edition(session, clock.now()) is not None
+        item = await session.scalar(select(NationalUpdate.id).where(
+            NationalUpdate.title.startswith("Progress indicators")))
+    await chat.say("/edition 1 publish", as_=COORDINATOR)
+    await chat.say(f"/review approve {item}", as_=COORDINATOR)
+    assert chat.keys == ["review.not_in_review"]
+    for fmt in FORMATS:
+        assert "is not waiting for review any more: it was published" in chat.text(fmt=fmt)
