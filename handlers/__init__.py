@@ -23,7 +23,7 @@ from handlers.routing import Access, Command
 
 COMMANDS: tuple[Command, ...] = (
     Command("start", onboarding.start, Access.ANYONE, "help.start", usage="[code]",
-            personal=True),
+            personal=True, for_strangers=True),
     Command("help", network.help, Access.ANYONE, "help.help"),
     Command("cancel", forms.cancel_command, Access.ANYONE, "help.cancel"),
     Command("whoami", network.whoami, Access.REGISTERED, "help.whoami", personal=True),
@@ -41,7 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("troika", network.show_troika, Access.REGISTERED, "help.troika", usage="[year]"),
     Command("meetings", meetings.list_meetings, Access.REGISTERED, "help.meetings"),
     Command("meeting", meetings.meeting, Access.REGISTERED, "help.meeting",
-            usage="n | new | edit n | cancel n"),
+            usage="n", staff_usage="n | new | edit n | cancel n"),
     Command("register", meetings.register, Access.REGISTERED, "help.register", usage="[n]",
             personal=True),
     Command("unregister", meetings.unregister, Access.REGISTERED, "help.unregister",

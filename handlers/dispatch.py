@@ -23,7 +23,8 @@ from handlers.clock import Clock, SystemClock
 from handlers.context import Context, CoreConfig
 from handlers.forms import Form
 from handlers.home import dashboard
-from handlers.routing import Command, Handler, available, refusal, suggestion
+from handlers.onboarding import pending_request
+from handlers.routing import Command, Handler, listed, refusal, suggestion
 from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, UserError
 from messages import Renderer
 from storage.db import Database
@@ -225,6 +226,11 @@ class Core:
                              {"command": name,
                               "suggestion": suggestion(name, self.command_list, ctx) or ""})]
         refused = refusal(command, ctx)
+        if refused is not None and refused.key == "errors.not_registered":
+            waiting = await pending_request(ctx)  # then the answer is: it is with them
+            if waiting is not None:
+                refused = replace(refused, context={**refused.context, "pending": waiting.id,
+                                                    "member": waiting.member_name})
         if refused is not None:
             return [refused]
         replies = await command.run(ctx.incoming, ctx)
@@ -281,7 +287,7 @@ class Core:
         inc = Incoming(platform=platform, user_id=user_id, chat_id="")
         async with self.db.transaction() as session:
             ctx = await self._context(session, inc)
-            return [(c.name, ctx.label(c.help)) for c in available(self.command_list, ctx)]
+            return [(c.name, ctx.label(c.help)) for c in listed(self.command_list, ctx)]
 
     async def remember_form_message(self, platform: str, user_id: str, ref: str) -> None:
         """Note the platform message that shows someone's current form step."""

@@ -41,6 +41,22 @@ FILE_TYPES = frozenset({
 })
 EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 SKIP_WORDS = frozenset({"-", "skip"})
+CLEAR_WORDS = frozenset({"none", "clear"})  # an optional answer emptied (when editing)
+
+
+def check_url(value: str) -> str:
+    """A web address as the bot takes it: https only (every prompt says so), one word.
+
+    Raises `UserError` quoting exactly what was given: `forms.http_url` for a plain http://
+    address (the same page is nearly always served over https), `forms.bad_url` otherwise.
+    """
+    parsed = urlparse(value)
+    if parsed.scheme.lower() == "http" and parsed.netloc and not any(c.isspace() for c in value):
+        raise UserError("forms.http_url", address=value)
+    if (parsed.scheme.lower() != "https" or not parsed.netloc
+            or any(c.isspace() or c in "<>|" for c in value)):
+        raise UserError("forms.bad_url", address=value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class Field:
     only_if: Condition | None = None
     # The context the question and its hint are rendered with, from the answers so far.
     context: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Asked step by step only (a follow-up question): a modal never shows it.
+    steps_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,7 @@ def _asked(form: Form, answers: dict[str, Any], *, whole: bool = False) -> list[
     """
     given = set(answers.get(SKIP, ()))
     return [f.name for f in form.fields if f.name not in given
+            and not (whole and f.steps_only)
             and (whole or f.only_if is None or f.only_if(answers))]
 
 
@@ -166,9 +185,7 @@ async def check(ctx: Context, field: Field, raw: str | None, answers: dict[str, 
         if not EMAIL.match(value):
             raise UserError("forms.bad_email")
     elif field.kind == "url":
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or " " in value:
-            raise UserError("forms.bad_url")
+        check_url(value)
     elif field.kind == "date":
         try:
             value = date.fromisoformat(value).isoformat()
@@ -384,13 +401,18 @@ async def proceed(ctx: Context, form: Form, conv: Conversation) -> list[Outgoing
     raw = inc.value if inc.value is not None else inc.text
     current = conv.answers.get(field.name)
     keep = inc.action == "skip" or (raw or "").strip().lower() in SKIP_WORDS
+    # An optional answer that has a value is emptied with a clear word ("none").
+    clear = (not field.required and field.kind != "files" and current not in (None, "")
+             and (raw or "").strip().lower() in CLEAR_WORDS)
     try:
         if field.kind == "files" and inc.attachments:
             conv.answers = {**conv.answers, field.name: add_files(ctx, field, conv.answers)}
             return [await _advance(ctx, form, conv)]  # more files, or Done
         if field.kind == "files" and not keep and (raw or "").strip():
             raise UserError("forms.files_expected")
-        if keep and current not in (None, "") and field.kind != "files":
+        if clear:
+            answer = await check(ctx, field, "", conv.answers)
+        elif keep and current not in (None, "") and field.kind != "files":
             answer = await check(ctx, field, str(current), conv.answers)  # kept, checked again
         else:
             answer = await check(ctx, field, "" if keep else raw, conv.answers)

@@ -88,7 +88,7 @@ def _meetings(ctx: Context, members: bool) -> Outgoing:
     """Point to the meeting commands the bot has for this person, or to /help if none."""
     commands = [c for c in available(ctx.commands, ctx) if c.name in MEETING_COMMANDS]
     return Outgoing("free_text.meetings", {
-        "commands": [{"name": c.name, "usage": c.usage, "text": ctx.label(c.help)}
+        "commands": [{"name": c.name, "usage": c.usage_for(ctx), "text": ctx.label(c.help)}
                      for c in commands],
         "members": members,
     })

@@ -8,15 +8,15 @@ from handlers.context import Context
 from handlers.deadlines import deadline_items
 from handlers.meetings import dashboard_part
 from handlers.network import troika
-from handlers.routing import available
+from handlers.routing import listed
 from handlers.types import Outgoing
 from storage.models import MembershipRequest, NationalUpdate, UpdateStatus
 
 
 async def dashboard(ctx: Context) -> Outgoing:
     """Build the caller's dashboard; strangers get the way in."""
-    commands = [{"name": c.name, "usage": c.usage, "text": ctx.label(c.help)}
-                for c in available(ctx.commands, ctx)]
+    commands = [{"name": c.name, "usage": c.usage_for(ctx), "text": ctx.label(c.help)}
+                for c in listed(ctx.commands, ctx)]
     if ctx.person is None:
         return Outgoing("home.stranger", {"commands": commands})
     own = {m.id for m in ctx.own_members()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import Context
-from handlers.routing import Command, available
+from handlers.routing import Command, listed
 from handlers.types import Incoming, Outgoing, UserError
 from storage.models import Chair, Member
 
@@ -37,6 +38,21 @@ async def find_member(session: AsyncSession, text: str) -> Member | None:
         if any(_fold(n) == wanted for n in names if n):
             return member
     return None
+
+
+async def close_member(session: AsyncSession, text: str) -> Member | None:
+    """The member a mistyped name most likely means ("Chlie": Chile), by its name, code or
+    aliases; None when nothing is close."""
+    wanted = _fold(text)
+    if not wanted:
+        return None
+    names: dict[str, Member] = {}
+    for member in await session.scalars(select(Member).order_by(Member.name)):
+        for n in (member.name, member.code, *member.aliases.split(";")):
+            if n and _fold(n) not in names:
+                names[_fold(n)] = member
+    close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.75)
+    return names[close[0]] if close else None
 
 
 async def resolve_member(ctx: Context, value: str, _answers: dict[str, Any]) -> str:
@@ -137,8 +153,8 @@ def help_for(commands: Sequence[Command], ctx: Context) -> Outgoing:
             "registered": ctx.person is not None,
             "name": ctx.person.name if ctx.person else "",
             "commands": [
-                {"name": c.name, "usage": c.usage, "text": ctx.label(c.help)}
-                for c in available(commands, ctx)
+                {"name": c.name, "usage": c.usage_for(ctx), "text": ctx.label(c.help)}
+                for c in listed(commands, ctx)
             ],
         },
     )

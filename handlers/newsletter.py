@@ -39,8 +39,10 @@ async def list_editions(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """List every edition with its status, item count and deadline."""
     rows = await store.all_editions(ctx.session)
     counts = await store.counts(ctx.session, [e.id for e in rows])
+    network = await store.counts(ctx.session, [e.id for e in rows], network=True)
     return [Outgoing("newsletter.editions", {"editions": [
         {"number": e.number, "title": e.title, "count": counts.get(e.id, 0),
+         "network": network.get(e.id, 0),
          "status": ctx.label(f"newsletter.status_{e.status}"),
          "deadline": _local_day(ctx, e.submission_deadline), "published": e.published_at}
         for e in rows]}, choices=(Choice("/edition new", ctx.label("newsletter.form_title")),))]
@@ -124,6 +126,8 @@ async def _show(ctx: Context, found: Edition) -> Outgoing:
         "publication": found.planned_publication,
         "spotlight": spotlight.member.name if spotlight else "",
         "spotlight_chosen": spotlight is not None, "sections": sections, "frozen": frozen,
+        "count": sum(r.visibility != Visibility.NETWORK for r in rows),
+        "network": sum(r.visibility == Visibility.NETWORK for r in rows),
     }, choices=tuple(choices))
 
 

@@ -381,8 +381,17 @@ def as_docx(draft: Draft) -> bytes:
     normal = doc.styles["Normal"]
     normal.font.name = "Calibri"
     normal.font.size = Pt(11)
-    doc.core_properties.title = f"{t('masthead')} · {ctx['title']}"
-    doc.core_properties.language = ctx["lang"]
+    props = doc.core_properties  # python-docx's own defaults name python-docx and 2013
+    props.title = f"{t('masthead')} · {ctx['title']}"
+    props.language = ctx["lang"]
+    props.author = props.last_modified_by = t("docx_author")
+    props.subject = t("network_name")
+    props.comments = t("draft_note", draft=ctx["draft"], created=ctx["created"],
+                       count=ctx["count"])
+    created = draft.created  # the clock's: a draft compiled again is the same file
+    created = (created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC))
+    props.created = props.modified = created.replace(tzinfo=None)
+    props.revision = max(1, draft.number)
     doc.add_paragraph(t("network_name"), style="Subtitle")
     doc.add_heading(f"{t('masthead')}: {ctx['title']}", level=0)
     doc.add_paragraph(t("edition_line", number=ctx["number"], start=ctx["start"],

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from handlers import forms
 from handlers.context import Context
 from handlers.forms import Field, Form
-from handlers.network import find_member, member_by_code
+from handlers.network import close_member, find_member, member_by_code
 from handlers.types import Choice, Incoming, Outgoing, UserError
 from storage.invitations import code_hash, create_invitation
 from storage.models import Identity, Invitation, MembershipRequest, Person, Role, RoleName
@@ -17,6 +17,10 @@ from storage.outbox import resume_waiting
 from storage.roster import REGIONS, add_member
 
 NEW_MEMBER = "new:"  # the membership form's answer for a member not yet in the Network
+# ...and for a name close to a member's: "maybe:<code>\t<member name>\t<name typed>",
+# followed by the question "Did you mean <member>?" (its answer: the code, or NEW).
+MAYBE = "maybe:"
+NEW = "new"
 
 
 async def issue_code(ctx: Context, person: Person, purpose: str) -> tuple[str, Invitation]:
@@ -51,12 +55,19 @@ def _roles(person: Person) -> list[dict[str, str]]:
     ]
 
 
-async def redeem(ctx: Context, code: str) -> list[Outgoing]:
-    """Use an invitation or link code: bind the caller's account to the person it names."""
+async def redeem(ctx: Context, code: str, *, command: str = "start") -> list[Outgoing]:
+    """Use an invitation or link code: bind the caller's account to the person it names.
+
+    `command` is the one used: a wrong code given to /link is a link code, which comes from
+    the person's own other account, not from the secretariat.
+    """
     invitation = await ctx.session.scalar(
         select(Invitation).where(Invitation.code_hash == code_hash(code))
     )
     if invitation is None:
+        if command == "link":
+            raise UserError("onboarding.link_code_unknown",
+                            minutes=int(ctx.config.link_ttl.total_seconds() // 60))
         raise UserError("onboarding.code_unknown")
     if invitation.used_at is not None:
         raise UserError("onboarding.code_used")
@@ -89,19 +100,24 @@ async def redeem(ctx: Context, code: str) -> list[Outgoing]:
     ]
 
 
+async def pending_request(ctx: Context) -> MembershipRequest | None:
+    """The caller's account's membership request still waiting for the secretariat, if any."""
+    return await ctx.session.scalar(
+        select(MembershipRequest).where(
+            MembershipRequest.platform == ctx.incoming.platform,
+            MembershipRequest.user_id == ctx.incoming.user_id,
+            MembershipRequest.status == "pending",
+        ).order_by(MembershipRequest.id.desc()).limit(1)
+    )
+
+
 async def start(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """Redeem a code, greet a known person, or open the membership request form."""
     if msg.args:
         return await redeem(ctx, msg.args)
     if ctx.person is not None:
         return [Outgoing("onboarding.known", {"name": ctx.person.name, "roles": _roles(ctx.person)})]
-    pending = await ctx.session.scalar(
-        select(MembershipRequest).where(
-            MembershipRequest.platform == msg.platform,
-            MembershipRequest.user_id == msg.user_id,
-            MembershipRequest.status == "pending",
-        )
-    )
+    pending = await pending_request(ctx)
     if pending is not None:
         return [Outgoing("onboarding.request_pending", {"id": pending.id,
                                                         "member": pending.member_name})]
@@ -111,7 +127,7 @@ async def start(msg: Incoming, ctx: Context) -> list[Outgoing]:
 async def link(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """Give a one-time code that binds another platform account to the caller."""
     if msg.args:
-        return await redeem(ctx, msg.args)
+        return await redeem(ctx, msg.args, command="link")
     assert ctx.person is not None
     code, invitation = await issue_code(ctx, ctx.person, "link")
     await ctx.audit("link.issued", f"person:{ctx.person.id}")
@@ -144,21 +160,62 @@ async def invite(msg: Incoming, ctx: Context) -> list[Outgoing]:
     ]
 
 
+def _maybe(answers: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(code, member name, name typed) when the typed name is close to a member's."""
+    value = str(answers.get("member") or "")
+    if not value.startswith(MAYBE):
+        return None
+    code, name, typed = value.removeprefix(MAYBE).split("\t", 2)
+    return code, name, typed
+
+
 def new_member(answers: dict[str, Any]) -> str:
     """The name of the new member a membership form asks for; "" for one of the Network's."""
     value = str(answers.get("member") or "")
-    return value.removeprefix(NEW_MEMBER) if value.startswith(NEW_MEMBER) else ""
+    if value.startswith(NEW_MEMBER):
+        return value.removeprefix(NEW_MEMBER)
+    maybe = _maybe(answers)
+    return maybe[2] if maybe and answers.get("meant") == NEW else ""
+
+
+def _member_code(answers: dict[str, Any]) -> str:
+    """The code of the Network's member a membership form names (after "Did you mean")."""
+    return str(answers["meant"] if _maybe(answers) else answers["member"])
 
 
 async def _member_or_new(ctx: Context, value: str, answers: dict[str, Any]) -> str:
-    """Form validator: a member of the Network (its code), or the name of a new member."""
+    """Form validator: a member of the Network (its code), or the name of a new member.
+
+    A name close to a member's ("Chlie") is asked about first: "Did you mean Chile?" (step by
+    step, the next question; in a modal, an error unless a region for a new member is given).
+    """
     name = " ".join(value.removeprefix(NEW_MEMBER).split())
     member = await find_member(ctx.session, name)
     if member is not None:
         return member.code
     if sum(ch.isalpha() for ch in name) < 2:
         raise UserError("onboarding.bad_member_name", text=name)
+    close = None if value.startswith(NEW_MEMBER) else await close_member(ctx.session, name)
+    if close is not None:
+        whole = ctx.incoming.values
+        if whole is None:
+            return f"{MAYBE}{close.code}\t{close.name}\t{name}"
+        if not whole.get("region"):
+            raise UserError("onboarding.did_you_mean_modal", text=name, member=close.name)
     return NEW_MEMBER + name
+
+
+async def _meant_choices(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
+    maybe = _maybe(answers)
+    if maybe is None:
+        return []
+    code, name, typed = maybe
+    return [Choice(code, name), Choice(NEW, ctx.label("onboarding.meant_new", text=typed))]
+
+
+def _meant_context(answers: dict[str, Any]) -> dict[str, Any]:
+    maybe = _maybe(answers)
+    return {"member": maybe[1], "text": maybe[2]} if maybe else {"member": "", "text": ""}
 
 
 async def _regions(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
@@ -172,10 +229,29 @@ def _request_details(ctx: Context, request: MembershipRequest) -> dict[str, Any]
             "region": ctx.label(f"onboarding.region_{region}") if region in REGIONS else ""}
 
 
+async def _serving(ctx: Context, member_id: int | None) -> dict[str, str]:
+    """Who speaks for a member now, for the secretariat deciding on a request for it:
+    `{"serving": "focal point X and alternate Y"}`, "" when nobody (or a new member)."""
+    serving: dict[str, list[str]] = {"focal_points": [], "alternates": []}
+    if member_id is None:
+        return {"serving": ""}
+    rows = await ctx.session.execute(
+        select(Role.role, Person.name).join(Person, Person.id == Role.person_id)
+        .where(Role.member_id == member_id,
+               Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE]))
+        .order_by(Role.role, Person.name)
+    )
+    for role, name in rows:
+        serving["focal_points" if role == RoleName.FOCAL_POINT else "alternates"].append(name)
+    if not serving["focal_points"] and not serving["alternates"]:
+        return {"serving": ""}
+    return {"serving": ctx.label("onboarding.serving", **serving)}
+
+
 async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     inc = ctx.incoming
     name = new_member(answers)
-    member = None if name else await member_by_code(ctx.session, answers["member"])
+    member = None if name else await member_by_code(ctx.session, _member_code(answers))
     request = MembershipRequest(
         platform=inc.platform,
         user_id=inc.user_id,
@@ -201,7 +277,8 @@ async def _submit_request(ctx: Context, answers: dict[str, Any]) -> list[Outgoin
             "onboarding.request_for_secretariat",
             {"id": request.id, "name": request.name, "title": request.title,
              "ministry": request.ministry, "email": request.email, **details,
-             "platform": inc.platform, "known_as": known.name if known else ""},
+             **await _serving(ctx, request.member_id), "platform": inc.platform,
+             "known_as": known.name if known else ""},
             choices=(
                 Choice(f"/requests approve {request.id}", ctx.label("onboarding.approve_button")),
                 Choice(f"/requests reject {request.id}", ctx.label("onboarding.reject_button")),
@@ -224,6 +301,9 @@ MEMBERSHIP_FORM = Form(
     fields=(
         Field("member", "onboarding.ask_member", validate=_member_or_new, max_length=120,
               hint="onboarding.ask_member_hint"),
+        Field("meant", "onboarding.ask_meant", kind="choice", choices=_meant_choices,
+              only_if=lambda a: _maybe(a) is not None, context=_meant_context,
+              steps_only=True),
         Field("region", "onboarding.ask_region", kind="choice", choices=_regions,
               hint="onboarding.ask_region_hint", only_if=lambda a: bool(new_member(a)),
               context=lambda a: {"member": new_member(a)}),
@@ -254,7 +334,8 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
                 "onboarding.requests_list",
                 {"requests": [
                     {"id": r.id, "name": r.name, "title": r.title, "ministry": r.ministry,
-                     "email": r.email, **_request_details(ctx, r), "created": r.created_at}
+                     "email": r.email, **_request_details(ctx, r), "created": r.created_at,
+                     **await _serving(ctx, r.member_id)}
                     for r in pending
                 ]},
                 choices=tuple(
@@ -299,6 +380,7 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
                         name=known.name)
     request.status = "approved"
     details = _request_details(ctx, request)
+    serving = await _serving(ctx, request.member_id)  # before the new focal point joins them
     if request.member_id is None:  # a new member: it joins the Network with its focal point
         member = await add_member(ctx.session, request.new_member, request.new_member_region)
         request.member_id = member.id
@@ -311,7 +393,7 @@ async def requests(msg: Incoming, ctx: Context) -> list[Outgoing]:
         person=person,
     )
     return [Outgoing("onboarding.approved_done", {"id": request.id, "name": person.name,
-                                                  **details})]
+                                                  **details, **serving})]
 
 
 async def _approve(ctx: Context, request: MembershipRequest) -> Person:

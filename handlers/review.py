@@ -67,9 +67,12 @@ def _item(ctx: Context, row: NationalUpdate, waiting: int) -> Outgoing:
 
 async def _not_in_review(ctx: Context, row: NationalUpdate) -> UserError:
     """Why nothing can be decided on `row` any more: what it is now, and who decided."""
+    if row.status == UpdateStatus.SUBMITTED:  # still waiting: it was revised meanwhile
+        return UserError("review.revised_meanwhile", id=row.id)
     decider = await ctx.session.get(Person, row.decided_by) if row.decided_by else None
     return UserError("review.not_in_review", id=row.id,
                      status=ctx.label(f"updates.status_{row.status}"),
+                     state=ctx.label(f"review.state_{row.status}"),
                      by=decider.name if decider else "")
 
 
@@ -80,7 +83,8 @@ async def _show(ctx: Context, row: NationalUpdate) -> list[Outgoing]:
         return [_item(ctx, row, waiting)]
     return [Outgoing("review.no_longer_waiting",
                      {"id": row.id, "title": row.title,
-                      "status": ctx.label(f"updates.status_{row.status}"), "waiting": waiting},
+                      "status": ctx.label(f"updates.status_{row.status}"),
+                      "state": ctx.label(f"review.state_{row.status}"), "waiting": waiting},
                      choices=(Choice("/review", ctx.label("review.next_button")),)
                      if waiting else ())]
 

@@ -31,6 +31,17 @@ class Command:
     help: str  # message key of the one-line description
     usage: str = ""  # arguments shown in /help, e.g. "[code]"
     personal: bool = False  # its replies carry personal data: never answered in a group
+    # The arguments the secretariat sees in /help when they have more than others (the
+    # parts only the secretariat may use are not shown to others).
+    staff_usage: str = ""
+    # Listed (in /help and the command menus) only to people the bot does not know yet.
+    for_strangers: bool = False
+
+    def usage_for(self, ctx: Context) -> str:
+        """The arguments `ctx`'s person may give, as /help shows them."""
+        if self.staff_usage and level(ctx) >= Access.SECRETARIAT:
+            return self.staff_usage
+        return self.usage
 
 
 def level(ctx: Context) -> Access:
@@ -53,6 +64,13 @@ def available(commands: Sequence[Command], ctx: Context) -> list[Command]:
     """The commands the caller may use, in the order they are registered."""
     caller = level(ctx)
     return [c for c in commands if c.access <= caller]
+
+
+def listed(commands: Sequence[Command], ctx: Context) -> list[Command]:
+    """The commands /help and the command menus show the caller: those they may use and
+    need (a command for joining is not listed to someone who has joined)."""
+    return [c for c in available(commands, ctx)
+            if not (c.for_strangers and ctx.person is not None)]
 
 
 def suggestion(name: str, commands: Sequence[Command], ctx: Context) -> str | None:

@@ -34,12 +34,29 @@ STOP_WORDS = frozenset("""a an and are as at be but by for from has have in into
 such that the their then there these they this to was were will with""".split())
 
 
+# Acronyms of the field, searched as themselves or spelled out ("NAP" finds "national action
+# plan" too). Keys are lower-case words as `parse` keeps them.
+ACRONYMS = {
+    "nap": "national action plan",
+    "naps": "national action plans",
+    "wps": "women peace and security",
+    "cso": "civil society",
+    "csos": "civil society",
+    "unscr": "security council resolution",
+    "gbv": "gender based violence",
+    "sgbv": "sexual and gender based violence",
+    "crsv": "conflict related sexual violence",
+    "ddr": "disarmament demobilization and reintegration",
+}
+
+
 @dataclass
 class Query:
     words: list[str] = field(default_factory=list)
     member: str = ""
     category: str = ""
     since: date | None = None
+    filters: list[str] = field(default_factory=list)  # as typed, for the reply to repeat
 
 
 def parse(args: str) -> Query:
@@ -49,6 +66,7 @@ def parse(args: str) -> Query:
         match = FILTER.match(token)
         if match:
             key, value = match.group(1).lower(), match.group(2)
+            query.filters.append(f"{key}:{value}")
             if key == "since":
                 try:
                     query.since = date.fromisoformat(value)
@@ -69,7 +87,7 @@ def _insider(ctx: Context) -> bool:
 async def search(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """Find approved updates by their words, optionally by member, category and date."""
     query = parse(msg.args)
-    if not query.words:
+    if not query.words and not query.filters:
         raise UserError("search.need_words")
     conditions: list[ColumnElement[bool]] = [
         NationalUpdate.status.in_([UpdateStatus.APPROVED, UpdateStatus.PUBLISHED])]
@@ -89,7 +107,7 @@ async def search(msg: Incoming, ctx: Context) -> list[Outgoing]:
                           >= datetime.combine(query.since, datetime.min.time(), UTC))
     hits = await _match(ctx, query.words, and_(*conditions))
     return [Outgoing("search.results", {
-        "query": " ".join(query.words),
+        "query": " ".join(query.words) or " ".join(query.filters),
         "hits": [_hit(ctx, row) for row in hits],
         "limit": LIMIT,
     })]
@@ -104,10 +122,24 @@ def _category(ctx: Context, text_: str) -> str:
                     categories=", ".join(c.value for c in UpdateCategory))
 
 
+def _groups(words: list[str]) -> list[list[str]]:
+    """Each word with what it may also be written as: ["nap", "national action plan"]."""
+    return [[w, ACRONYMS[w]] if w in ACRONYMS else [w] for w in words]
+
+
 async def _match(ctx: Context, words: list[str], where: ColumnElement[bool]) -> list[NationalUpdate]:
+    """The approved updates matching every word (or its spelled-out form), best first;
+    without words, the latest matching `where` (a search by filters only)."""
+    if not words:
+        latest = (select(NationalUpdate).where(where)
+                  .order_by(NationalUpdate.submitted_at.desc(), NationalUpdate.id.desc()))
+        return list(await ctx.session.scalars(latest.limit(LIMIT)))
     dialect = ctx.session.bind.dialect.name if ctx.session.bind else "sqlite"
     if dialect == "sqlite":
-        fts = " ".join(f'"{w}"' for w in words)  # each word quoted: no FTS5 syntax gets through
+        # Each word or phrase quoted (no FTS5 syntax gets through): ("nap" OR "national
+        # action plan") AND "chile".
+        fts = " AND ".join("(" + " OR ".join(f'"{w}"' for w in group) + ")"
+                           for group in _groups(words))
         ranked = (
             select(literal_column("rowid").label("id"), literal_column("bm25(update_fts)").label("rank"))
             .select_from(text("update_fts"))
@@ -119,7 +151,13 @@ async def _match(ctx: Context, words: list[str], where: ColumnElement[bool]) -> 
     else:
         document = func.to_tsvector(literal_column("'english'"),
                                     NationalUpdate.title + " " + NationalUpdate.body)
-        tsquery = func.plainto_tsquery(literal_column("'english'"), " ".join(words))
+        english: ColumnElement[Any] = literal_column("'english'")
+        tsquery: ColumnElement[Any] | None = None
+        for group in _groups(words):
+            either: ColumnElement[Any] = func.plainto_tsquery(english, group[0])
+            for spelled in group[1:]:
+                either = either.op("||")(func.phraseto_tsquery(english, spelled))
+            tsquery = either if tsquery is None else tsquery.op("&&")(either)
         stmt = (select(NationalUpdate).where(where, document.op("@@")(tsquery))
                 .order_by(func.ts_rank(document, tsquery).desc(),
                           NationalUpdate.submitted_at.desc()))

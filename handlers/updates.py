@@ -27,7 +27,8 @@ MAX_BODY = MAX_TEXT  # the update is a message: one limit for both, said in one 
 MAX_LINKS = 5
 EDITABLE = frozenset({UpdateStatus.SUBMITTED, UpdateStatus.CHANGES_REQUESTED,
                       UpdateStatus.APPROVED})
-URL = re.compile(r"^https?://[^\s/$.?#|<>][^\s|<>]*$", re.IGNORECASE)
+URL = re.compile(r"^https://[^\s/$.?#|<>][^\s|<>]*$", re.IGNORECASE)
+LINKISH = re.compile(r"^[a-z][a-z0-9+.-]*://\S", re.IGNORECASE)
 
 
 async def _member_choices(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
@@ -43,12 +44,27 @@ async def _visibility_choices(ctx: Context, answers: dict[str, Any]) -> list[Cho
 
 
 async def _check_links(ctx: Context, value: str, answers: dict[str, Any]) -> str:
+    """Links separated by spaces or new lines, each https://; what is wrong is quoted whole.
+
+    A word that does not start like an address belongs to the text around it: "not a link"
+    is quoted as typed, not as its first word.
+    """
+    for line in value.splitlines():
+        words = line.split()
+        for n, word in enumerate(words):
+            if URL.match(word):
+                continue
+            if word.lower().startswith("http://") and URL.match("https://" + word[7:]):
+                raise UserError("forms.http_url", address=word)
+            if LINKISH.match(word):
+                raise UserError("updates.bad_link", address=word)
+            end = n
+            while end < len(words) and not LINKISH.match(words[end]):
+                end += 1
+            raise UserError("updates.bad_link", address=" ".join(words[n:end]))
     links = value.split()
     if len(links) > MAX_LINKS:
         raise UserError("updates.too_many_links", limit=MAX_LINKS)
-    for link in links:
-        if not URL.match(link):
-            raise UserError("updates.bad_link", address=link)
     return "\n".join(links)
 
 
@@ -182,10 +198,13 @@ async def _file(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
                      closes_form=True, choices=tuple(choices))]
 
 
-async def _own_update(ctx: Context, number: str) -> NationalUpdate:
-    """An update the caller may change: their own, or any for the secretariat."""
+async def _own_update(ctx: Context, number: str, command: str = "edit") -> NationalUpdate:
+    """An update the caller may change: their own, or any for the secretariat.
+
+    `command` is the one used, for the example a missing or wrong number gets.
+    """
     if not number.strip().lstrip("#").isdigit():
-        raise UserError("updates.which_update")
+        raise UserError("updates.which_update", command=command)
     row = await ctx.session.get(NationalUpdate, int(number.strip().lstrip("#")))
     if row is None:
         raise UserError("updates.unknown", id=number)
@@ -256,8 +275,8 @@ async def withdraw(msg: Incoming, ctx: Context) -> list[Outgoing]:
     number, _, answer = msg.args.partition(" ")
     number, _, seen = number.lstrip("#").partition("v")
     if seen and not seen.isdigit():
-        raise UserError("updates.which_update")
-    row = await _own_update(ctx, number)
+        raise UserError("updates.which_update", command="withdraw")
+    row = await _own_update(ctx, number, "withdraw")
     if answer.strip().lower() == "keep":
         return [Outgoing("updates.kept", {"id": row.id, "title": row.title})]
     if not seen or int(seen) != row.version:
@@ -306,7 +325,7 @@ async def mine(msg: Incoming, ctx: Context) -> list[Outgoing]:
 async def _show(ctx: Context, number: str) -> list[Outgoing]:
     assert ctx.person is not None
     if not number.strip().lstrip("#").isdigit():
-        raise UserError("updates.which_update")
+        raise UserError("updates.which_update", command="myupdates")
     row = await ctx.session.get(NationalUpdate, int(number.strip().lstrip("#")))
     own = {m.id for m in ctx.own_members()}
     if row is None or not (row.author_id == ctx.person.id or row.member_id in own

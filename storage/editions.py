@@ -95,15 +95,17 @@ async def items(session: AsyncSession, edition_id: int, *, public: bool = True
     return list(await session.scalars(stmt))
 
 
-async def counts(session: AsyncSession, edition_ids: list[int]) -> dict[int, int]:
-    """How many public items each edition holds."""
+async def counts(session: AsyncSession, edition_ids: list[int], *,
+                 network: bool = False) -> dict[int, int]:
+    """How many public items each edition holds; `network`: how many network-only ones."""
     if not edition_ids:
         return {}
+    shown = (NationalUpdate.visibility == Visibility.NETWORK if network
+             else NationalUpdate.visibility != Visibility.NETWORK)
     rows = await session.execute(
         select(NationalUpdate.edition_id, func.count())
         .where(NationalUpdate.edition_id.in_(edition_ids),
-               NationalUpdate.status.in_([s.value for s in IN_EDITION]),
-               NationalUpdate.visibility != Visibility.NETWORK)
+               NationalUpdate.status.in_([s.value for s in IN_EDITION]), shown)
         .group_by(NationalUpdate.edition_id))
     return {int(e): int(n) for e, n in rows if e is not None}
 

@@ -111,7 +111,7 @@ async def test_review_offers_every_section_then_the_next_update(chat: Transcript
     await chat.say(f"/review sections {first}", as_=COORDINATOR)
     assert f"In which newsletter section should #{first}" in chat.text()
     labels = [c.label for c in chat.last().choices]
-    assert len(labels) == 10 and "Network proceedings" in labels and "Upcoming events" in labels
+    assert len(labels) == 10 and "From the Network" in labels and "Upcoming events" in labels
     await chat.say(chat.last().choices[0].value, as_=COORDINATOR)
     assert [c.label for c in chat.last().choices] == ["Next"]
 

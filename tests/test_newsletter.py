@@ -66,8 +66,11 @@ async def all_formats(db: Database, clock: FrozenClock) -> dict[str, str]:
 
 def docx_text(content: bytes) -> str:
     """Every paragraph with its style, and every table row, in document order."""
-    lines = []
-    for block in Document(io.BytesIO(content)).iter_inner_content():
+    doc = Document(io.BytesIO(content))
+    props = doc.core_properties
+    lines = [f"[properties] author: {props.author} · title: {props.title} · "
+             f"created: {props.created} · revision: {props.revision}"]
+    for block in doc.iter_inner_content():
         if isinstance(block, Table):
             lines += ["| " + " | ".join(c.text for c in row.cells) + " |" for row in block.rows]
         else:

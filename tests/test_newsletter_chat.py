@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from docx import Document
 from sqlalchemy import select
 
 from handlers.clock import FrozenClock
@@ -114,8 +117,9 @@ async def test_an_edition_lists_its_items_by_section_with_counts(chat: Transcrip
     assert "Namibia" not in plain and "withdrawn" not in plain
     assert "<b>National action plan progress</b> (2)" in shown["html"]
     await chat.say("/editions", as_=COORDINATOR)
-    assert "#1 National action plans, and the road to Berlin · collecting · 8 items · " \
-           "deadline 15 March 2018" in chat.text()
+    assert "8 public items + 1 network-only\n" in plain  # the counts /editions gives
+    assert "#1 National action plans, and the road to Berlin · collecting · 8 public items " \
+           "+ 1 network-only · deadline 15 March 2018" in chat.text()
 
 
 async def test_approved_updates_go_to_the_collecting_edition_or_the_one_chosen(
@@ -129,7 +133,7 @@ async def test_approved_updates_go_to_the_collecting_edition_or_the_one_chosen(
     second = await file_update(chat, "A second item, for later")
     await chat.say(f"/review approve {second} lessons edition:2", as_=COORDINATOR)
     shown = texts(chat)
-    assert "for Lessons learned and best practices in newsletter edition 2" in shown["plain"]
+    assert "for Best practices and lessons learned in newsletter edition 2" in shown["plain"]
     third = await file_update(chat, "A third item")
     await chat.say(f"/review approve {third} edition:9", as_=COORDINATOR)
     assert chat.keys == ["newsletter.unknown_edition"] and "no edition 9" in chat.text()
@@ -189,6 +193,14 @@ async def test_the_draft_comes_as_a_file_in_each_format(chat: Transcript,
         assert f"Draft 1 of edition 1 (National action plans, and the road to Berlin), {fmt}: " \
                "8 items" in shown["plain"]
     assert "unchanged since the last draft" in chat.text()
+    docx = chat.last().file
+    assert docx is not None
+    props = Document(io.BytesIO(docx.content)).core_properties  # Word's File > Info
+    assert props.author == props.last_modified_by == (
+        "Secretariat of the Women, Peace and Security Focal Points Network (UN-Women)")
+    assert props.title == "Newsletter · National action plans, and the road to Berlin"
+    assert props.created == props.modified == chat.core.clock.now().replace(microsecond=0)
+    assert "python-docx" not in f"{props.author} {props.comments} {props.last_modified_by}"
     await chat.say("/newsletter", as_=COORDINATOR)  # the collecting edition, HTML
     assert chat.last().file is not None and chat.last().file.name.endswith(".html")
     await chat.say("/newsletter 1 pdf", as_=COORDINATOR)
@@ -288,7 +300,7 @@ async def test_civil_society_files_a_voice_attributed_to_its_organisation(
     told = "\n".join(await outbox_texts(edition_db, "updates.for_review"))
     assert "to review · WILPF Sweden · Civil society voice · Public (newsletter)" in told
     await chat.say(f"/review approve {voice}", as_=COORDINATOR)  # its default section
-    assert "Civil society space in newsletter edition 1" in chat.text()
+    assert "Civil society voices in newsletter edition 1" in chat.text()
     await chat.say("/newsletter 1 md", as_=COORDINATOR)
     md = chat.last().file.content.decode()  # type: ignore[union-attr]
     section = md.split("## Civil society voices", 1)[1].split("\n## ", 1)[0]

@@ -176,7 +176,7 @@ async def test_review_request_changes_revise_then_approve(chat: Transcript, demo
     assert chat.last().context["version"] == 2
     await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
     assert chat.keys == ["review.done_approved"]
-    assert "National action plans" in chat.text()
+    assert "National action plan progress" in chat.text()
     assert await outbox_keys(demo_db) == ["updates.for_review", "review.told_changes_requested",
                                           "updates.revised_for_review", "review.told_approved"]
 
@@ -197,7 +197,7 @@ async def test_an_update_withdrawn_cannot_be_approved(chat: Transcript) -> None:
     await withdraw(chat, update_id)
     await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
     assert chat.keys == ["review.not_in_review"]
-    assert "it is withdrawn" in chat.text()
+    assert "its author withdrew it" in chat.text()
 
 
 async def test_two_reviewers_at_once_one_wins(chat: Transcript, core: Core) -> None:

@@ -357,14 +357,14 @@ async def test_an_update_filed_in_telegram_is_reviewed_in_slack_and_found(
 
     # 5. The coordinator approves it in Slack with the button.
     tg_mark = s.tg_mark()
-    done = await approve_in_slack(s, update_id, "Approve · National action plans")
-    assert AUTHOR in done and "National action plans" in done
+    done = await approve_in_slack(s, update_id, "Approve · National action plan progress")
+    assert AUTHOR in done and "National action plan progress" in done
     row = await s.update(update_id)
     assert (row["status"], row["section"]) == ("approved", "nap_progress")
 
     # 6. The focal point is told, and the observatory finds it, attributed to Chile.
     told = await s.tg_notice(f"update #{update_id}", tg_mark)
-    assert "was approved" in told and "National action plans" in told
+    assert "was approved" in told and "National action plan progress" in told
     tg_mark = s.tg_mark()
     await s.say(f"/search {WORD}")
     [results] = s.tg_sent(tg_mark)
@@ -379,7 +379,7 @@ async def test_an_update_filed_in_telegram_is_reviewed_in_slack_and_found(
     assert twin_id != update_id and "Chatham House" in receipt
     await s.dm_post(f"New update #{twin_id} to review", mark)
     tg_mark = s.tg_mark()
-    await approve_in_slack(s, twin_id, "Approve · Lessons learned and best practices")
+    await approve_in_slack(s, twin_id, "Approve · Best practices and lessons learned")
     twin = await s.update(twin_id)
     assert (twin["status"], twin["visibility"], twin["member"], twin["author"]) == (
         "approved", "chatham", "Chile", f"{AUTHOR} (demo)")
