@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,8 @@ from storage.invitations import create_invitation
 from storage.models import Person
 from storage.roster import export_roster, import_roster, load_members, set_chair
 
+
+log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -309,10 +312,12 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     async with opened(settings) as app:
         adapters = configured(app)
-        if not adapters:
-            print("fpbot: no TELEGRAM_TOKEN or SLACK_BOT_TOKEN is set: nothing to serve",
-                  file=sys.stderr)
+        if not adapters and not settings.secret_key:
+            print("fpbot: no TELEGRAM_TOKEN, SLACK_BOT_TOKEN or FPBOT_SECRET_KEY is set: "
+                  "nothing to serve", file=sys.stderr)
             return 1
+        if not adapters:  # the secretariat's newsletter previews (and /healthz) only
+            log.info("no platform token set: serving the newsletter previews and /healthz only")
         await serve(app, adapters, args.host or settings.host, args.port or settings.port)
         return 0
 

@@ -15,6 +15,7 @@ TOKEN_SHAPES = re.compile(
     r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b"  # Telegram bot token
     r"|\bxox[abposr]-[A-Za-z0-9-]{6,}"  # Slack bot/user tokens
     r"|\bxapp-[A-Za-z0-9-]{6,}"  # Slack app-level token
+    r"|(?<=/newsletter/preview/)[A-Za-z0-9._~%-]+"  # a signed preview link (a bearer pass)
 )
 MASK = "***"
 
