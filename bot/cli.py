@@ -28,7 +28,6 @@ from storage.invitations import create_invitation
 from storage.models import Person
 from storage.roster import export_roster, import_roster, load_members, set_chair
 
-
 log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
