@@ -719,7 +719,7 @@ async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
     same command with `confirm` (cancel it) or `keep` (nothing changes).
     """
     assert ctx.person is not None
-    number, *words = msg.args.split()
+    number, *words = msg.args.split() or [""]
     answer = words.pop().lower() if words and words[-1].lower() in ("confirm", "keep") else ""
     meeting_row = await _meeting(ctx, number, lock=True)
     email = (words[0] if words else ctx.person.email).lower()
