@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Calendar, Event, vCalAddress
+from slugify import slugify
 from sqlalchemy import select
 
 from handlers import forms
@@ -51,6 +52,7 @@ ELIGIBLE = {
 }
 DELEGATION_ROLES = ("head", "member", "adviser")
 MAX_BUTTONS = 8
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet cell a formula
 
 
 # -- small readings --------------------------------------------------------------------------
@@ -72,13 +74,22 @@ def _parse_local(value: str, tz: str) -> datetime:
         raise UserError("meetings.bad_when", text=value) from None
     if len(value.strip()) <= 10:  # a date alone: the time is needed
         raise UserError("meetings.bad_when", text=value)
-    return parsed.replace(tzinfo=_zone(tz)).astimezone(UTC)
+    zone = _zone(tz)
+    wall = parsed.replace(tzinfo=None)
+    early, late = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
+        # No such wall-clock time: the clocks jump over it (spring forward).
+        raise UserError("meetings.when_skipped", text=value.strip(), tz=tz)
+    if early.utcoffset() != late.utcoffset():
+        # The hour the clocks go back: this wall-clock time happens twice.
+        raise UserError("meetings.when_twice", text=value.strip(), tz=tz)
+    return early.astimezone(UTC)
 
 
-def _number(text: str) -> int:
+def _number(text: str, command: str = "meeting") -> int:
     value = text.strip().lstrip("#")
     if not value.isdigit():
-        raise UserError("meetings.which_meeting")
+        raise UserError("meetings.which_meeting", command=command)
     return int(value)
 
 
@@ -187,8 +198,10 @@ def calendar_file(ctx: Context, meeting: Meeting, reg: Registration, *,
     event.add("attendee", attendee)
     cal.add_component(event)
     cal.add_missing_timezones()
+    # One file per attendee: a delegate's invitation must not overwrite the registrant's own.
+    who = slugify(reg.name) or slugify(reg.email) or f"registration-{reg.id}"
     suffix = "-cancelled" if cancel else ""
-    return OutFile(f"meeting-{meeting.id}{suffix}.ics", "text/calendar", cal.to_ical())
+    return OutFile(f"meeting-{meeting.id}-{who}{suffix}.ics", "text/calendar", cal.to_ical())
 
 
 async def _recipient(ctx: Context, reg: Registration) -> Person | None:
@@ -198,14 +211,16 @@ async def _recipient(ctx: Context, reg: Registration) -> Person | None:
 
 
 async def _tell(ctx: Context, reg: Registration, meeting: Meeting, key: str, *,
-                ics: bool = False, cancel: bool = False) -> None:
+                ics: bool = False, cancel: bool = False,
+                extra: dict[str, Any] | None = None) -> None:
     person = await _recipient(ctx, reg)
     if person is None:
         return
     file = calendar_file(ctx, meeting, reg, cancel=cancel) if ics else None
     await ctx.notify(
         Outgoing(key, {**view(ctx, meeting, reg), "attendee": reg.name,
-                       "for_other": person.id != reg.person_id}, file=file, private=True),
+                       "for_other": person.id != reg.person_id, **(extra or {})},
+                 file=file, private=True),
         person=person)
 
 
@@ -252,7 +267,7 @@ async def meeting(msg: Incoming, ctx: Context) -> list[Outgoing]:
 
 
 async def _meeting(ctx: Context, text: str, *, lock: bool = False) -> Meeting:
-    number = _number(text)
+    number = _number(text, ctx.incoming.command or "meeting")
     row = await (store.lock_meeting(ctx.session, number) if lock
                  else store.get_meeting(ctx.session, number))
     if row is None:
@@ -437,6 +452,8 @@ async def _save_edit(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
     moved = any(getattr(row, k) != values[k]
                 for k in ("starts_at", "ends_at", "venue", "online_url", "timezone"))
     before = {"starts": row.starts_at.isoformat(), "venue": row.venue}
+    was = {"was_starts": row.starts_at, "was_ends": row.ends_at, "was_venue": row.venue,
+           "was_online": row.online_url}
     for key, value in values.items():
         setattr(row, key, value)
     row.host_member_id = host.id if host else None
@@ -455,7 +472,7 @@ async def _save_edit(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
             if reg in promoted:
                 continue
             await _tell(ctx, reg, row, "meetings.changed",
-                        ics=reg.status == RegistrationStatus.CONFIRMED)
+                        ics=reg.status == RegistrationStatus.CONFIRMED, extra=was)
             told += 1
     await ctx.audit("meeting.edited", f"meeting:{row.id}", moved=moved, before=before,
                     sequence=row.sequence, promoted=[r.id for r in promoted])
@@ -469,10 +486,14 @@ async def _cancel_meeting(ctx: Context, rest: str) -> list[Outgoing]:
     if row.status == MeetingStatus.CANCELLED:
         raise UserError("meetings.is_cancelled", id=row.id, title=row.title)
     active = await _active(ctx, row)
+    if confirm.strip().lower() == "keep":
+        return [Outgoing("meetings.meeting_kept", view(ctx, row))]
     if confirm.strip().lower() != "confirm":
         return [Outgoing("meetings.cancel_confirm", {**view(ctx, row), "count": len(active)},
                          choices=(Choice(f"/meeting cancel {row.id} confirm",
-                                         ctx.label("meetings.cancel_button", id=row.id)),))]
+                                         ctx.label("meetings.cancel_button", id=row.id)),
+                                  Choice(f"/meeting cancel {row.id} keep",
+                                         ctx.label("meetings.keep_button"))))]
     row.status = MeetingStatus.CANCELLED
     row.sequence += 1
     row.updated_at = ctx.now
@@ -499,7 +520,27 @@ async def _delegation_choices(ctx: Context, answers: dict[str, Any]) -> list[Cho
 
 
 async def _agree_choices(ctx: Context, answers: dict[str, Any]) -> list[Choice]:
-    return [Choice("agree", ctx.label("meetings.chatham_agree"))]
+    return [Choice("agree", ctx.label("meetings.chatham_agree")),
+            Choice("no", ctx.label("meetings.chatham_decline"))]
+
+
+async def _check_agree(ctx: Context, value: str, answers: dict[str, Any]) -> str:
+    if value != "agree":  # declining: registering needs the agreement; say so, offer Cancel
+        raise UserError("meetings.chatham_required")
+    return value
+
+
+async def _check_delegate_email(ctx: Context, value: str, answers: dict[str, Any]) -> str:
+    """A delegate's e-mail, refused at its own step when it is one's own or already registered."""
+    assert ctx.person is not None
+    if value == ctx.person.email.lower():
+        raise UserError("meetings.delegate_is_you", email=value)
+    if answers.get("meeting_id"):
+        existing = await store.registration(ctx.session, int(answers["meeting_id"]), value)
+        if existing is not None and existing.status in ACTIVE_REGISTRATION:
+            raise UserError("meetings.delegate_already", email=value, name=existing.name,
+                            status=ctx.label(f"meetings.status_{existing.status}"))
+    return value
 
 
 REGISTER_FORM = Form(
@@ -509,7 +550,7 @@ REGISTER_FORM = Form(
         Field("attendee", "meetings.ask_attendee", kind="choice", choices=_attendee_choices),
         Field("name", "meetings.ask_delegate_name", max_length=120, only_if=_delegate),
         Field("email", "meetings.ask_delegate_email", kind="email", max_length=254,
-              only_if=_delegate),
+              only_if=_delegate, validate=_check_delegate_email),
         Field("title", "meetings.ask_delegate_title", max_length=120, only_if=_delegate),
         Field("delegation_role", "meetings.ask_delegation_role", kind="choice",
               choices=_delegation_choices),
@@ -518,7 +559,7 @@ REGISTER_FORM = Form(
         Field("visa_letter", "meetings.ask_visa", kind="choice", choices=_yes_no),
         Field("dietary", "meetings.ask_dietary", required=False, max_length=300),
         Field("chatham", "meetings.ask_chatham_ack", kind="choice", choices=_agree_choices,
-              hint="meetings.ask_chatham_ack_hint"),
+              validate=_check_agree, hint="meetings.ask_chatham_ack_hint"),
     ),
     submit=lambda ctx, answers: _register_submit(ctx, answers),
     submit_label="meetings.register_submit",
@@ -528,7 +569,8 @@ REGISTER_FORM = Form(
 def _refuse_window(ctx: Context, meeting: Meeting) -> None:
     window = _window(meeting, ctx.now)
     if window != "open":
-        raise UserError(f"meetings.refused_{window}", **view(ctx, meeting))
+        raise UserError(f"meetings.refused_{window}", **view(ctx, meeting),
+                        email=ctx.person.email if ctx.person else "EMAIL")
 
 
 async def register(msg: Incoming, ctx: Context) -> list[Outgoing]:
@@ -549,6 +591,12 @@ async def register(msg: Incoming, ctx: Context) -> list[Outgoing]:
     own_done = mine is not None and mine.status in ACTIVE_REGISTRATION
     if own_done and not ctx.own_members():
         raise UserError("meetings.already", **view(ctx, row, mine))
+    members = ctx.own_members()
+    if members and row.delegation_limit is not None and (
+            await store.delegation_size(ctx.session, row.id, members[0].id)
+            >= row.delegation_limit):  # said before the form opens; checked again at submit
+        raise UserError("meetings.delegation_full", **view(ctx, row),
+                        member=members[0].name, limit=row.delegation_limit)
     answers: dict[str, Any] = {"meeting_id": row.id}
     given: list[str] = []
     if not ctx.own_members():  # only a member's focal points register its delegation
@@ -557,11 +605,11 @@ async def register(msg: Incoming, ctx: Context) -> list[Outgoing]:
     elif own_done:
         answers["attendee"] = "delegate"
         given.append("attendee")
-    if not row.venue:
-        given.append("dietary")  # online only
+    if not row.venue:  # online only: no travel, no meals
+        given += ["visa_letter", "dietary"]
     if not row.chatham_house:
         given.append("chatham")
-    intro = Outgoing("meetings.registering", {**view(ctx, row), "own_done": own_done})
+    intro = Outgoing("meetings.registering", {**view(ctx, row, mine), "own_done": own_done})
     return [intro, await forms.start(ctx, REGISTER_FORM, answers, given=tuple(given))]
 
 
@@ -664,11 +712,16 @@ async def _receipt(ctx: Context, meeting: Meeting, reg: Registration) -> Outgoin
 
 # -- /unregister, /myregistrations -----------------------------------------------------------
 async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
-    """Cancel one's registration (or, for a focal point, one of their delegation's)."""
+    """Cancel one's registration (or one of one's delegation's), once asked and confirmed.
+
+    `/unregister 3 [EMAIL]` asks, naming the meeting and the attendee; its buttons send the
+    same command with `confirm` (cancel it) or `keep` (nothing changes).
+    """
     assert ctx.person is not None
-    number, _, email = msg.args.partition(" ")
+    number, *words = msg.args.split() or [""]
+    answer = words.pop().lower() if words and words[-1].lower() in ("confirm", "keep") else ""
     meeting_row = await _meeting(ctx, number, lock=True)
-    email = (email.strip() or ctx.person.email).lower()
+    email = (words[0] if words else ctx.person.email).lower()
     reg = await store.registration(ctx.session, meeting_row.id, email)
     if reg is None or reg.status not in ACTIVE_REGISTRATION:
         raise UserError("meetings.not_registered", **view(ctx, meeting_row), email=email)
@@ -679,6 +732,16 @@ async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
         raise UserError("meetings.not_yours", **view(ctx, meeting_row), email=email)
     if meeting_row.starts_at <= ctx.now:
         raise UserError("meetings.refused_past", **view(ctx, meeting_row))
+    mine = reg.email == ctx.person.email
+    about = {**view(ctx, meeting_row), "attendee": reg.name, "for_other": not mine}
+    if answer == "keep":
+        return [Outgoing("meetings.registration_kept", about, private=True)]
+    if answer != "confirm":
+        command = f"/unregister {meeting_row.id}" + ("" if mine else f" {reg.email}")
+        return [Outgoing("meetings.unregister_confirm", about, private=True, choices=(
+            Choice(f"{command} confirm", ctx.label("meetings.unregister_confirm_button",
+                                                   for_other=not mine, attendee=reg.name)),
+            Choice(f"{command} keep", ctx.label("meetings.keep_button"))))]
     was = reg.status
     reg.status = RegistrationStatus.CANCELLED
     reg.cancelled_at = ctx.now
@@ -692,7 +755,6 @@ async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
     for p in promoted:
         await ctx.audit("registration.promoted", f"registration:{p.id}", meeting=meeting_row.id)
         await _tell(ctx, p, meeting_row, "meetings.promoted", ics=True)
-    mine = reg.email == ctx.person.email
     if not mine:  # someone else cancelled it: the attendee (or their focal point) hears
         recipient = await _recipient(ctx, reg)
         if recipient is not None and recipient.id != ctx.person.id:
@@ -709,7 +771,8 @@ async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
 async def my_registrations(msg: Incoming, ctx: Context) -> list[Outgoing]:
     """List the caller's registrations and those they made for their delegation."""
     assert ctx.person is not None
-    rows = await store.registered_by_or_for(ctx.session, ctx.person.id, ctx.person.email)
+    rows = await store.registered_by_or_for(ctx.session, ctx.person.id, ctx.person.email,
+                                            [m.id for m in ctx.own_members()])
     items = [{**view(ctx, m), **_registration_view(ctx, r), "id": m.id,
               "own": r.email == ctx.person.email, "upcoming": m.starts_at > ctx.now}
              for r, m in rows]
@@ -796,6 +859,11 @@ async def _attendance_list(ctx: Context, row: Meeting) -> Outgoing:
         _registration_view(ctx, r) for r in regs]}, choices=choices, private=True)
 
 
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP: prefix ')."""
+    return "'" + value if value[:1] in FORMULA_STARTS else value
+
+
 async def _csv(ctx: Context, row: Meeting, *, everyone: bool) -> Outgoing:
     statuses = None if everyone else [RegistrationStatus.CONFIRMED]
     regs = await store.participants(ctx.session, row.id, statuses)
@@ -804,19 +872,19 @@ async def _csv(ctx: Context, row: Meeting, *, everyone: bool) -> Outgoing:
     writer.writerow(ctx.label("meetings.csv_columns").split("|"))
     yes, no = ctx.label("meetings.yes"), ctx.label("meetings.no")
     for r in regs:
-        writer.writerow([
-            r.name, r.email, r.member.name if r.member else "",
+        writer.writerow([_cell(v) for v in (
+            r.name, r.email, r.title, r.member.name if r.member else "",
             r.member.region if r.member else "", ctx.label(f"meetings.role_{r.role or 'none'}"),
             ctx.label(f"meetings.delegation_{r.delegation_role}"),
             ctx.label(f"meetings.status_{r.status}"),
             r.registered_at.strftime("%Y-%m-%d %H:%M UTC"), yes if r.visa_letter else no,
             r.accessibility, r.dietary,
             r.attended_at.strftime("%Y-%m-%d %H:%M UTC") if r.attended_at else "",
-        ])
+        )])
     await ctx.audit("participants.exported", f"meeting:{row.id}", rows=len(regs),
                     everyone=everyone)
     file = OutFile(f"meeting-{row.id}-participants.csv", "text/csv",
-                   out.getvalue().encode("utf-8"))
+                   out.getvalue().encode("utf-8-sig"))  # the BOM: Excel reads UTF-8
     return Outgoing("meetings.csv", {**view(ctx, row), "rows": len(regs), "everyone": everyone},
                     file=file, private=True)
 

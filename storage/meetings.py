@@ -134,13 +134,15 @@ async def registrations_for(session: AsyncSession, meeting_ids: Sequence[int],
     return found
 
 
-async def registered_by_or_for(session: AsyncSession, person_id: int,
-                               email: str) -> list[tuple[Registration, Meeting]]:
-    """A person's own registrations and those they made for their delegation, newest first."""
+async def registered_by_or_for(session: AsyncSession, person_id: int, email: str,
+                               member_ids: Sequence[int] = ()) -> list[tuple[Registration, Meeting]]:
+    """A person's own registrations, those they made, and (for a member's focal points and
+    alternates, `member_ids`) their delegation's: newest meeting first."""
     rows = await session.execute(
         select(Registration, Meeting).join(Meeting, Meeting.id == Registration.meeting_id)
         .where((Registration.person_id == person_id) | (Registration.registered_by == person_id)
-               | (Registration.email == email.lower()))
+               | (Registration.email == email.lower())
+               | Registration.member_id.in_(list(member_ids)))
         .order_by(Meeting.starts_at.desc(), Registration.id)
     )
     return [(r, m) for r, m in rows]

@@ -230,12 +230,12 @@ async def test_registering_twice_is_refused(chat: Transcript, demo_db: Database,
     # A focal point already registered registers a delegate instead, and can't add herself.
     await register(chat, FP_CHILE, mid)
     await chat.say(f"/register {mid}", as_=FP_CHILE)
-    assert "this registers someone of your delegation" in rendered(chat, 0)
-    for answer in ["Catalina Rojas", FP_CHILE, "Head", "Member of the delegation", "-", "No",
-                   "-"]:
+    assert "You are registered yourself; this registers someone of your delegation" in (
+        rendered(chat, 0))
+    for answer in ["Catalina Rojas", FP_CHILE]:
         await chat.say(answer, as_=FP_CHILE)
-    assert chat.keys == ["meetings.already"]
-    assert "already registered" in rendered(chat)
+    assert chat.last().step is not None and chat.last().step.field.name == "email"
+    assert "is your own e-mail address" in rendered(chat)  # refused at its own step
     assert await seats_taken(demo_db, mid) == 2
 
 
@@ -297,8 +297,8 @@ async def test_a_delegation_over_its_limit_is_refused(
                    "Adviser", "Wheelchair access", "Yes", "Vegetarian"]:
         await chat.say(answer, as_=FP_CHILE)
     assert "Ana Pérez is registered" in rendered(chat) or "Ana Pérez is" in rendered(chat)
-    await register(chat, ALT_CHILE, mid)
-    assert chat.keys == ["meetings.delegation_full"]
+    await chat.say(f"/register {mid}", as_=ALT_CHILE)  # refused before the form opens
+    assert chat.keys == ["meetings.delegation_full"] and chat.last().step is None
     assert "Chile's delegation to" in rendered(chat) and "at most 2" in rendered(chat)
     assert await status_of(demo_db, mid, ALT_CHILE) is None
     async with demo_db.transaction() as session:
@@ -333,7 +333,7 @@ async def test_a_cancellation_promotes_the_first_on_the_waitlist(
     await register(chat, FP_NAMIBIA, mid)
     assert "number 2 on the waitlist" in rendered(chat)
 
-    await chat.say(f"/unregister {mid}", as_=FP_CHILE)
+    await chat.say(f"/unregister {mid} confirm", as_=FP_CHILE)
     assert "Your registration for" in rendered(chat) and "first person on the waitlist" in (
         rendered(chat))
     assert calendar(chat.last())["METHOD"] == "CANCEL"
@@ -347,7 +347,7 @@ async def test_a_cancellation_promotes_the_first_on_the_waitlist(
             OutboxItem.person_id == germany.id))
         out = Outgoing.from_dict(notice.message)
         assert out.key == "meetings.promoted"
-        assert "A seat is yours" in chat.renderer.render(out.key, "en", "plain", **out.context)
+        assert "A seat came free for you" in chat.renderer.render(out.key, "en", "plain", **out.context)
         assert calendar(out).walk("VEVENT")[0]["UID"]
         assert await session.scalar(select(func.count()).select_from(AuditEntry).where(
             AuditEntry.action == "registration.promoted")) == 1
@@ -411,7 +411,7 @@ async def test_the_csv_export_lists_the_confirmed_participants(
     assert "2 rows" in rendered(chat)
     out = chat.last()
     assert out.file is not None and out.file.mime_type == "text/csv"
-    rows = list(csv.DictReader(io.StringIO(out.file.content.decode("utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(out.file.content.decode("utf-8-sig"))))
     assert [r["E-mail"] for r in rows] == [FP_CHILE, FP_GERMANY]
     assert rows[0]["Member"] == "Chile" and rows[0]["Region"] == (
         "Latin American and Caribbean States")
@@ -419,7 +419,7 @@ async def test_the_csv_export_lists_the_confirmed_participants(
     assert set(rows[0]) >= {"Name", "Registered at", "Visa letter", "Accessibility"}
     await chat.say(f"/participants {mid} csv all", as_=COORDINATOR)
     assert chat.last().file is not None
-    assert len(list(csv.DictReader(io.StringIO(chat.last().file.content.decode())))) == 3
+    assert len(list(csv.DictReader(io.StringIO(chat.last().file.content.decode("utf-8-sig"))))) == 3
 
 
 async def test_moving_a_meeting_sends_an_update_and_cancelling_a_cancel(
@@ -452,7 +452,8 @@ async def test_moving_a_meeting_sends_an_update_and_cancelling_a_cancel(
     answers[6], answers[7] = "2018-04-10 09:00", "2018-04-11 17:00"
     for answer in answers:
         await chat.say(answer, as_=COORDINATOR)
-    assert "time or place changed: 4 registrants" in rendered(chat)
+    assert "time or place changed: 4 people registered or waitlisted were told" in (
+        rendered(chat))
     async with demo_db.transaction() as session:
         chile = await session.scalar(select(Person).where(Person.email == FP_CHILE))
         germany = await session.scalar(select(Person).where(Person.email == FP_GERMANY))
@@ -471,9 +472,9 @@ async def test_moving_a_meeting_sends_an_update_and_cancelling_a_cancel(
 
     # Cancelled: METHOD:CANCEL, SEQUENCE 2, registrants told; registering is refused.
     await chat.say(f"/meeting cancel {mid}", as_=COORDINATOR)
-    assert "4 registrants and waitlisted will be told" in rendered(chat)
+    assert "4 people registered or waitlisted will be told" in rendered(chat)
     await chat.say(chat.last().choices[0].value, as_=COORDINATOR)
-    assert "is cancelled; 4 registrants" in rendered(chat)
+    assert "is cancelled; 4 people registered or waitlisted were told" in rendered(chat)
     async with demo_db.transaction() as session:
         items = [Outgoing.from_dict(i.message) for i in await session.scalars(
             select(OutboxItem).where(OutboxItem.person_id == chile.id)
