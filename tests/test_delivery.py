@@ -19,7 +19,7 @@ from bot.delivery import Inbound, Liveness, PermanentFailure, Sender, TemporaryF
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import FrozenClock
 from handlers.dispatch import Core
-from handlers.types import Incoming, Outgoing, Route
+from handlers.types import MAX_TEXT, Incoming, Outgoing, Route
 from messages import Renderer
 from storage.db import Database
 from storage.demo import load_demo
@@ -168,7 +168,7 @@ async def test_an_oversized_text_is_answered_too_long_and_not_kept_whole(core: C
         await one.inbound.wait_idle()
         await one.sender.flush()
     assert [k for _, k in tg.sent] == ["errors.too_long"]
-    assert "100000 characters" in tg.texts[0] and "at most 4000" in tg.texts[0]
+    assert "100000 characters" in tg.texts[0] and f"at most {MAX_TEXT}" in tg.texts[0]
     async with core.db.transaction() as session:
         item = await session.scalar(select(InboxItem))
     assert item is not None and len(item.payload["incoming"]["text"]) <= 200
@@ -298,7 +298,7 @@ async def test_a_notice_waits_until_its_person_has_an_account(
 
 async def test_the_freshest_platform_account_is_preferred(chat: Transcript) -> None:
     await chat.say("/link", as_=COORDINATOR)
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="4242", platform="telegram")
     await _queue_request(chat)
     console, telegram = Recorder("console"), Recorder("telegram")
@@ -441,7 +441,7 @@ async def test_fpbot_outbox_failed_lists_what_was_given_up_and_who_is_unreachabl
     from bot.delivery.report import failed_deliveries
 
     await chat.say("/link", as_=COORDINATOR)
-    code = chat.last().context["code"]
+    code = chat.last().context["one_time_code"]
     await chat.say(f"/start {code}", as_="4242", platform="telegram")
     await _queue_request(chat)
     telegram = Recorder("telegram")

@@ -738,7 +738,7 @@ async def test_a_store_locked_at_receipt_still_acks_within_3_s_and_says_so(
             try:
                 began = time.monotonic()
                 command = await s.command("help")
-                dm = await s.dm("hello", event_id="Ev-locked")
+                dm = await s.dm("our national plan", event_id="Ev-locked")
                 elapsed = time.monotonic() - began
             finally:
                 blocker.execute("ROLLBACK")
