@@ -436,3 +436,8 @@ async def load_demo_deadlines(session: AsyncSession, now: datetime) -> None:
             await add_action_point(session, text=text, owner=owner, member_id=None,
                                    due_at=_at_five(today + timedelta(days=days)),
                                    meeting="Troika call (demo)", now=now, is_demo=True)
+
+
+# -- the obligations other modules own: imported here so that whoever sweeps knows them -------
+import storage.edition_deadlines  # noqa: E402, F401
+import storage.meeting_deadlines  # noqa: E402, F401
