@@ -416,16 +416,23 @@ async def load_demo_deadlines(session: AsyncSession, now: datetime) -> None:
                                    due_at=_at_five(due) if due else None,
                                    meeting=SUMMARY_2017_09_21, now=now,
                                    status="done" if done else "open")
-    if await session.scalar(select(Deadline.id).where(Deadline.title == DEMO_DEADLINE)) is None:
-        today = now.date()
+    # The demo's newsletter deadline is edition 1's own (storage/edition_demo.py); a custom
+    # one stands in only when the demo has no edition (the tests' smaller demo).
+    edition_due = await session.scalar(select(Deadline.id).where(
+        Deadline.kind == DeadlineKind.EDITION_SUBMISSION).limit(1))
+    if await session.scalar(select(Deadline.id).where(Deadline.title == DEMO_DEADLINE)) is None \
+            and edition_due is None:
         d = await sync_deadline(
-            session, DeadlineKind.CUSTOM, None, _at_five(today + timedelta(days=10)),
+            session, DeadlineKind.CUSTOM, None, _at_five(now.date() + timedelta(days=10)),
             DEMO_DEADLINE, audience(roles=[RoleName.FOCAL_POINT]), now=now, is_demo=True,
             asks="Send your national updates for the next edition with /update, then "
                  "/deadline done with this deadline's number.")
         if "spain" in codes:
             await mark_done(session, d, member_id=codes["spain"].id, person_id=None, by=None,
                             now=now)
+    if await session.scalar(select(ActionPoint.id).where(
+            ActionPoint.meeting == "Troika call (demo)").limit(1)) is None:
+        today = now.date()
         for text, owner, days in (
             ("Share the draft agenda of the next annual meeting with the troika (demo)",
              "secretariat", 6),

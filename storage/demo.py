@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.deadlines import load_demo_deadlines
 from storage.edition_demo import load_demo_edition
+from storage.meeting_deadlines import sync_demo_meetings
 from storage.meetings import load_demo_meetings
 from storage.models import Chair, Member, Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
@@ -52,6 +53,7 @@ async def load_demo(session: AsyncSession, now: datetime, *,
         if newsletter:
             await load_demo_edition(session, now)
         await load_demo_deadlines(session, now)
+        await sync_demo_meetings(session, now)
     return added, report
 
 
