@@ -41,6 +41,7 @@ from storage.models import (
     Person,
 )
 from tests.conftest import COORDINATOR, FP_CHILE, FP_GERMANY, Transcript
+from tests.message_coverage import render_everywhere
 
 FP_SPAIN = "fp.spain@demo.invalid"
 FP_NAMIBIA = "fp.namibia@demo.invalid"
@@ -82,6 +83,8 @@ async def queued(db: Database, email: str, kind: str) -> list[Outgoing]:
 
 
 def every_format(renderer: Renderer, out: Outgoing, tz: str) -> dict[str, str]:
+    """As the recipient reads it, in their time zone (and as every adapter shows it)."""
+    render_everywhere(renderer, out)
     return {fmt: renderer.render(out.key, "en", fmt, tz=tz, **out.context) for fmt in FORMATS}
 
 
