@@ -8,6 +8,7 @@ from handlers import (
     digest,
     forms,
     free_text,
+    meeting_reminders,  # noqa: F401  (plugs meetings and editions into reminders, digest)
     meetings,
     nap,
     network,

@@ -29,6 +29,7 @@ from handlers.forms import Field, Form
 from handlers.network import find_member, member_by_code
 from handlers.types import Choice, Incoming, OutFile, Outgoing, UserError
 from storage import meetings as store
+from storage.meeting_deadlines import sync_meeting
 from storage.models import (
     ACTIVE_REGISTRATION,
     MEMBER_ROLES,
@@ -409,6 +410,7 @@ async def _save_meeting(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]
     ctx.session.add(row)
     await ctx.session.flush()
     await ctx.session.refresh(row, ["host"])
+    await sync_meeting(ctx.session, row, ctx.now)
     await ctx.audit("meeting.created", f"meeting:{row.id}", title=row.title,
                     starts_at=row.starts_at.isoformat(), capacity=row.capacity)
     return [Outgoing("meetings.created", view(ctx, row), closes_form=True,
@@ -474,6 +476,7 @@ async def _save_edit(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
             await _tell(ctx, reg, row, "meetings.changed",
                         ics=reg.status == RegistrationStatus.CONFIRMED, extra=was)
             told += 1
+    await sync_meeting(ctx.session, row, ctx.now)
     await ctx.audit("meeting.edited", f"meeting:{row.id}", moved=moved, before=before,
                     sequence=row.sequence, promoted=[r.id for r in promoted])
     return [Outgoing("meetings.edited", {**view(ctx, row), "moved": moved, "told": told,
@@ -498,6 +501,7 @@ async def _cancel_meeting(ctx: Context, rest: str) -> list[Outgoing]:
     row.sequence += 1
     row.updated_at = ctx.now
     await ctx.session.flush()
+    await sync_meeting(ctx.session, row, ctx.now)
     for reg in active:
         await _tell(ctx, reg, row, "meetings.cancelled_notice",
                     ics=reg.status == RegistrationStatus.CONFIRMED, cancel=True)
@@ -680,6 +684,7 @@ async def _enrol(ctx: Context, meeting: Meeting, *, person: Person | None, membe
         ctx.session.add(reg)
     await ctx.session.flush()
     await ctx.session.refresh(reg, ["member"])
+    await sync_meeting(ctx.session, meeting, ctx.now)
     await ctx.audit("registration.created", f"registration:{reg.id}", meeting=meeting.id,
                     status=status, member_id=member_id, by_secretariat=by_secretariat)
     if status == RegistrationStatus.PENDING:
@@ -750,6 +755,7 @@ async def unregister(msg: Incoming, ctx: Context) -> list[Outgoing]:
     if was == RegistrationStatus.CONFIRMED:
         await store.free_seat(ctx.session, meeting_row)
         promoted = await store.promote_waitlisted(ctx.session, meeting_row, ctx.now)
+    await sync_meeting(ctx.session, meeting_row, ctx.now)
     await ctx.audit("registration.cancelled", f"registration:{reg.id}", meeting=meeting_row.id,
                     was=was, promoted=[r.id for r in promoted])
     for p in promoted:
@@ -940,6 +946,7 @@ async def _decide(ctx: Context, row: Meeting, number: str, *, approve: bool) -> 
         reg.status = RegistrationStatus.WAITLISTED
     reg.decided_at = ctx.now
     await ctx.session.flush()
+    await sync_meeting(ctx.session, row, ctx.now)
     await ctx.audit("registration.approved" if approve else "registration.rejected",
                     f"registration:{reg.id}", meeting=row.id, status=reg.status)
     await _tell(ctx, reg, row, f"meetings.notice_{reg.status}",

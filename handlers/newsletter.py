@@ -21,6 +21,7 @@ from handlers.network import find_member
 from handlers.newsletter_draft import FORMATS, SECTIONS, compile_draft, render
 from handlers.types import Choice, Incoming, OutFile, Outgoing, UserError
 from storage import editions as store
+from storage.edition_deadlines import sync_edition_deadline
 from storage.models import (
     Edition,
     EditionStatus,
@@ -186,6 +187,7 @@ def _section(text: str) -> str:
 async def _close(ctx: Context, found: Edition) -> list[Outgoing]:
     found.status = EditionStatus.DRAFTING
     await ctx.session.flush()
+    await sync_edition_deadline(ctx.session, found, ctx.now)
     await ctx.audit("edition.closed", f"edition:{found.number}")
     after = await store.collecting(ctx.session)
     return [Outgoing("newsletter.closed", {"number": found.number,
@@ -212,6 +214,7 @@ async def _publish(ctx: Context, found: Edition) -> list[Outgoing]:
         spot.featured_at = ctx.now
     found.status, found.published_at = EditionStatus.PUBLISHED, ctx.now
     await ctx.session.flush()
+    await sync_edition_deadline(ctx.session, found, ctx.now)
     told: set[int] = set()
     for item in draft.items:
         row = await ctx.session.get(NationalUpdate, item.update_id)
@@ -248,6 +251,7 @@ async def _create(ctx: Context, answers: dict[str, Any]) -> list[Outgoing]:
         ctx.session, title=answers["title"], period_start=start, period_end=end,
         language=answers["language"], submission_deadline=_end_of_day(ctx, deadline),
         planned_publication=publication, now=ctx.now, by=ctx.person.id)
+    await sync_edition_deadline(ctx.session, created, ctx.now)
     await ctx.audit("edition.created", f"edition:{created.number}")
     return [Outgoing("newsletter.created", {
         "number": created.number, "title": created.title, "start": start, "end": end,

@@ -13,8 +13,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.deadlines import load_demo_deadlines
+from storage.deadlines import load_demo_chairs, load_demo_deadlines
 from storage.edition_demo import load_demo_edition
+from storage.meeting_deadlines import sync_demo_meetings
 from storage.meetings import load_demo_meetings
 from storage.models import Chair, Member, Person
 from storage.roster import GUIDELINE_CHAIRS, ImportReport, import_roster, load_members, set_chair
@@ -48,10 +49,12 @@ async def load_demo(session: AsyncSession, now: datetime, *,
         await session.execute(
             update(Person).where(Person.email.endswith(DEMO_DOMAIN)).values(is_demo=True)
         )
-        await load_demo_deadlines(session, now)  # first: its demo chairs host the meetings
+        await load_demo_chairs(session, now)  # first: this year's demo chair hosts a meeting
         await load_demo_meetings(session, now)
         if newsletter:
             await load_demo_edition(session, now)
+        await load_demo_deadlines(session, now)  # after the edition: its deadline is the demo's
+        await sync_demo_meetings(session, now)
     return added, report
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import editions
+from storage.edition_deadlines import sync_edition_deadline
 from storage.models import (
     Edition,
     Member,
@@ -141,6 +142,7 @@ async def load_demo_edition(session: AsyncSession, now: datetime) -> Edition | N
         period_end=(now + timedelta(days=14)).date(), language="en",
         submission_deadline=now + timedelta(days=14),
         planned_publication=(now + timedelta(days=21)).date(), now=now, by=coordinator.id)
+    await sync_edition_deadline(session, edition, now)
     await _naps(session, members, coordinator, now)
     for item in ITEMS:
         author = people[item.author]

@@ -17,7 +17,7 @@ from storage.deadlines import (
     DEFAULT_OFFSETS,
     audience,
     find_timezone,
-    load_demo_deadlines,
+    load_demo_chairs,
     parse_offsets,
     scheduled_at,
     send_time,
@@ -292,8 +292,8 @@ async def test_demo_chairs_around_today_make_a_current_troika_marked_demo(
 ) -> None:
     clock.at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
     async with demo_db.transaction() as session:
-        await load_demo_deadlines(session, clock.now())
-        await load_demo_deadlines(session, clock.now())  # safe to run again
+        await load_demo_chairs(session, clock.now())
+        await load_demo_chairs(session, clock.now())  # safe to run again
         chairs = {c.year: (c.member.code, c.is_demo) for c in await session.scalars(
             select(Chair).where(Chair.year >= 2025))}
     assert chairs == {2025: ("namibia", True), 2026: ("chile", True), 2027: ("germany", True)}
