@@ -178,7 +178,7 @@ async def test_a_registered_delegation_is_not_reminded_to_register(
         "Reminder: Registration for Follow-up meeting on the margins of the General Assembly",
         "For Germany. Due 13 July 2018, 05:59 (Europe/Berlin) (in 6 days).",
         "Registration closes at this time. Register with /register 2 (up to 2 per "
-        "delegation); nobody of your delegation is registered yet."]
+        "delegation); once someone of your delegation is registered, this is done."]
     # At two days the alternates join, except Chile's once Chile's focal point registered.
     await chat.say(f"/register {NY}", as_=FP_CHILE)
     for answer in REGISTER_SELF:
@@ -197,7 +197,7 @@ async def test_confirmed_participants_get_a_reminder_a_week_and_a_day_before_wit
         for answer in REGISTER_SELF:
             await chat.say(answer, as_=who)
         assert chat.keys[-1] == "meetings.registered_confirmed", chat.text()
-    await chat.say(f"/unregister {NY}", as_=FP_GERMANY)  # Germany no longer comes
+    await chat.say(f"/unregister {NY} confirm", as_=FP_GERMANY)  # Germany no longer comes
     assert chat.keys == ["meetings.unregistered"], chat.text()
     async with demo_db.transaction() as session:
         meeting = await meeting_store.get_meeting(session, NY)
@@ -229,7 +229,7 @@ async def test_confirmed_participants_get_a_reminder_a_week_and_a_day_before_wit
     assert "<b>Reminder: Follow-up meeting" in week["html"]
     assert "*Reminder: Follow-up meeting" in week["mrkdwn"]
     for r in reminders:
-        assert r.file is not None and r.file.name == "meeting-2.ics"
+        assert r.file is not None and r.file.name == "meeting-2-lucia-martin-demo.ics"
         event = Calendar.from_ical(r.file.content).walk("VEVENT")[0]
         assert str(event["uid"]) == uid
         assert str(event["summary"]) == "Follow-up meeting on the margins of the General Assembly"
