@@ -112,7 +112,9 @@ async def test_a_meeting_shows_its_details_with_the_buttons_each_reader_needs(
     assert "Seats: 9 of 10 left" in shown["plain"]
     [cancel] = chat.last().choices
     assert (cancel.value, cancel.label) == (f"/unregister {mid}", "Cancel my registration")
-    await chat.say(cancel.value, as_=FP_CHILE)  # the button does what it says
+    await chat.say(cancel.value, as_=FP_CHILE)  # the button does what it says: asks once
+    assert chat.keys == ["meetings.unregister_confirm"]
+    await chat.say(f"{cancel.value} confirm", as_=FP_CHILE)
     assert chat.keys == ["meetings.unregistered"]
     assert await status_of(demo_db, mid, FP_CHILE) == "cancelled"
 
@@ -164,8 +166,9 @@ async def test_a_meeting_number_that_is_wrong_or_missing_gets_a_clear_answer(
                          ("/meeting cancel", COORDINATOR)):
         await chat.say(command, as_=who)
         assert chat.keys == ["meetings.which_meeting"], command
+        example = "/" + " ".join(command[1:].split()[:-1])  # the command itself, e.g. /register
         assert read(chat)["plain"] == ("Say which meeting, by its number, for example: "
-                                       "/meeting 2 (see /meetings)."), command
+                                       f"{example} 2 (see /meetings)."), command
     await chat.say(f"/meeting #{mid}", as_=FP_CHILE)  # "#3" is a number too
     assert chat.keys == ["meetings.detail"]
 
@@ -262,7 +265,7 @@ async def test_a_registration_cancelled_by_someone_else_is_told_to_its_owner(
         chat: Transcript, demo_db: Database, clock: FrozenClock) -> None:
     mid = await add_meeting(demo_db, clock)
     await register(chat, FP_GERMANY, mid)
-    await chat.say(f"/unregister {mid} {FP_GERMANY}", as_=COORDINATOR)
+    await chat.say(f"/unregister {mid} {FP_GERMANY} confirm", as_=COORDINATOR)
     assert read(chat)["plain"] == ("The registration of Julia Becker (demo) for Network meeting "
                                    "in Berlin is cancelled.")
     assert chat.last().file is None  # the calendar cancellation goes to her, not to the caller

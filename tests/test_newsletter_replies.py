@@ -93,7 +93,7 @@ async def test_closing_an_edition_puts_it_in_drafting_and_says_where_approvals_g
                                    f"approvals go to edition {second}.")
     await chat.say("/editions", as_=COORDINATOR)
     listing = read(chat)["plain"]
-    assert f"#1 {DEMO_TITLE} · drafting · 8 items · deadline 15 March 2018" in listing
+    assert f"#1 {DEMO_TITLE} · drafting · 8 public items + 1 network-only · deadline 15 March 2018" in listing
     assert f"#{second} Edition two · collecting · 0 items" in listing
     await chat.say("/edition 1", as_=COORDINATOR)
     shown = read(chat)
@@ -115,7 +115,7 @@ async def test_a_published_edition_is_listed_so_and_nothing_is_left_to_compile(
     assert chat.keys == ["newsletter.published"]
     await chat.say("/editions", as_=COORDINATOR)
     assert read(chat)["plain"].splitlines()[1] == (
-        f"#1 {DEMO_TITLE} · published · 8 items · deadline 15 March 2018 · published "
+        f"#1 {DEMO_TITLE} · published · 8 public items + 1 network-only · deadline 15 March 2018 · published "
         "1 March 2018")
     for command in ("/newsletter", "/newsletter md", "/newsletter preview"):
         await chat.say(command, as_=COORDINATOR)
