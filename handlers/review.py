@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from handlers import forms
 from handlers.context import Context
 from handlers.forms import Field, Form
+from handlers.newsletter_draft import SECTIONS  # one list, in the newsletter's order
 from handlers.types import Choice, Incoming, Outgoing, UserError
 from handlers.updates import summary
 from storage import editions
@@ -25,9 +26,6 @@ from storage.models import (
     UpdateStatus,
 )
 
-# The newsletter's sections, in the order of the Technical Operative Guidelines.
-SECTIONS = ("proceedings", "member_action", "innovation", "lessons", "nap_progress", "events",
-            "knowledge", "funding", "civil_society", "spotlight")
 DEFAULT_SECTION = {
     UpdateCategory.NAP_PROGRESS: "nap_progress",
     UpdateCategory.POLICY: "innovation",
