@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from storage.demo import load_demo
 from storage.migrate import upgrade
 from storage.models import Identity, InboxItem, Instance, OutboxItem
 from tests.conftest import COORDINATOR, Transcript
+from tests.message_coverage import render_everywhere
 
 FAST = {"beat": 0.1, "stale": 1.0}
 
@@ -63,8 +65,8 @@ class Recorder:
             raise PermanentFailure("400 Bad Request: chat not found")
         self.sent.append((chat_id, message.key))
         self.messages.append(message)
-        context = {"tz": tz, **message.context}
-        self.texts.append(self.renderer.render(message.key, "en", "plain", **context))
+        shown = replace(message, context={"tz": tz, **message.context})
+        self.texts.append(render_everywhere(self.renderer, shown, locale)["plain"])
 
     def plan(self, inc: Incoming, replies: list[Outgoing],
              hints: Mapping[str, Any]) -> list[Route]:

@@ -35,6 +35,7 @@ from storage.models import (
     RoleName,
 )
 from tests.conftest import COORDINATOR, FP_CHILE, Transcript
+from tests.message_coverage import render_everywhere
 
 
 @contextmanager
@@ -170,7 +171,7 @@ async def test_the_troika_gets_a_heads_up_on_1_january(
     from handlers.types import Outgoing
 
     out = Outgoing.from_dict(message)
-    text = renderer.render(out.key, "en", "plain", **out.context)
+    text = render_everywhere(renderer, out)["plain"]  # as the adapters show it, every format
     assert "The troika of 2019: Germany, Namibia" in text
     assert "Leaving: Spain." in text
     assert "Plan the creation of a network of female peacekeepers" in text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +20,6 @@ from handlers.clock import FrozenClock
 from handlers.reminders import sweep
 from handlers.types import Outgoing
 from messages import Renderer
-from messages.render import FORMATS
 from storage.db import Database
 from storage.deadlines import add_action_point, audience, mark_done, sync_deadline, zone
 from storage.models import (
@@ -33,6 +32,7 @@ from storage.models import (
     Reminder,
     RoleName,
 )
+from tests.message_coverage import render_everywhere
 
 # The cycle: a collection due Friday 16 March 2018, 16:00 UTC, set on Thursday 1 March.
 DUE = datetime(2018, 3, 16, 16, 0, tzinfo=UTC)
@@ -97,9 +97,8 @@ class Recorder:
             self.dead.set()  # this send hangs until the process is killed
             await asyncio.Event().wait()
         self.mine += 1
-        context = {"tz": tz, **message.context}
-        texts = {fmt: self.renderer.render(message.key, locale, fmt, **context)
-                 for fmt in FORMATS}
+        texts = render_everywhere(self.renderer,
+                                  replace(message, context={"tz": tz, **message.context}), locale)
         self.sent.append((chat_id, message, texts, self.clock.now()))
 
 
