@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
 from bot.delivery import Inbound, Liveness, Sender
+from bot.delivery.stopping import finish
 from bot.scheduler import ReminderJobs
 from bot.settings import Settings
 from handlers import COMMANDS, FORMS, FREE_TEXT
@@ -61,6 +62,7 @@ class BotApp:
         self.core.outbox_listeners.append(self.sender.poke)
         self.liveness.on_beat.append(self.health)
         self.scheduler: AsyncIOScheduler | None = None
+        self._pruning: set[asyncio.Task[object]] = set()
         self.reminder_jobs: ReminderJobs | None = None
         self.store_uid = ""
         self.store_file: tuple[int, int] | None = None
@@ -136,13 +138,25 @@ class BotApp:
     def start_scheduler(self) -> AsyncIOScheduler:
         """Start the in-memory triggers; what is due always lives in the store."""
         scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(self.prune_inbox, "interval", hours=6, id="inbox-prune",
+        scheduler.add_job(self._prune_job, "interval", hours=6, id="inbox-prune",
                           coalesce=True, max_instances=1)
         self.reminder_jobs = ReminderJobs(self)
         self.reminder_jobs.install(scheduler)
         scheduler.start()
         self.scheduler = scheduler
         return scheduler
+
+    async def _prune_job(self) -> None:
+        task = asyncio.current_task()
+        if task is None or self.scheduler is None:
+            return
+        self._pruning.add(task)
+        try:
+            await self.prune_inbox()
+        except Exception:
+            log.exception("inbox prune failed; the next one retries")
+        finally:
+            self._pruning.discard(task)
 
     async def prune_inbox(self) -> int:
         """Forget updates handled more than a week ago."""
@@ -168,6 +182,9 @@ class BotApp:
         if self.reminder_jobs is not None:
             await self.reminder_jobs.stop()
         if self.scheduler is not None:
+            # APScheduler cancels the jobs it runs: let a prune in hand end first
+            # (bot/delivery/stopping.py says why).
+            await finish(list(self._pruning), self.stop_grace)
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         await self.db.dispose()

@@ -60,7 +60,7 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
         for adapter in adapters:
             app.sender.channels.pop(adapter.platform, None)
             app.inbound.receivers.pop(adapter.platform, None)
-        await app.liveness.stop()
+        await app.liveness.stop(grace=app.stop_grace)
 
 
 async def run_until_signalled(app: BotApp, adapters: Sequence[PlatformAdapter]) -> None:

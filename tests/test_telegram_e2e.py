@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from bot.adapters.telegram import TelegramAdapter, TelegramSetupError, rate_limiter, set_webhook
@@ -599,6 +601,77 @@ async def test_a_form_survives_a_restart_halfway(world: World) -> None:
         request = await session.scalar(select(MembershipRequest))
     assert request is not None and request.member.name == "Germany"
     assert "Your request" in sent_to(world.fake, 77)[-1].params["text"]
+
+
+@contextlib.asynccontextmanager
+async def sweeps_held_up(db: Database) -> AsyncIterator[None]:
+    """Hold what the outbox sweep takes first (SQLite's write lock; PostgreSQL's claimers'
+    advisory lock), so that a sweep started now waits on the store."""
+    if db.is_sqlite:
+        raw = sqlite3.connect(make_url(db.url).database or "", isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+    else:
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(900900)"))
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(900900)"))
+
+
+async def store_is_free(db: Database) -> bool:
+    """Whether nothing left behind holds the store: a writer gets in without waiting."""
+    if db.is_sqlite:
+        raw = sqlite3.connect(make_url(db.url).database or "", timeout=0, isolation_level=None)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            raw.close()
+    async with db.engine.connect() as conn:
+        free = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(900900)")))
+        if free:
+            await conn.execute(text("SELECT pg_advisory_unlock(900900)"))
+        return free
+
+
+async def until(condition: Any) -> None:
+    """Let the bot's tasks run until `condition()` holds (5 s at most)."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0)
+
+
+async def test_a_stop_in_the_middle_of_a_sweep_lets_it_end_and_leaves_the_store_free(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopping cancels no store work in hand (bot/delivery/stopping.py): a cancelled query
+    left its connection, inside its transaction, to the garbage collector, and the next
+    process met "database is locked" for as long as it lived."""
+    await world.start()
+    app = world.app
+    assert app is not None
+    async with sweeps_held_up(world.db):
+        app.sender.poke()
+        await until(app.sender._sweep_lock.locked)  # the sweep waits on the store
+        stopping = asyncio.create_task(world.stop())
+        await until(lambda: app.inbound.stopping)  # the process stops; the sweep still waits
+    await stopping
+    assert await store_is_free(world.db)
+    assert "did not stop" not in caplog.text
+
+    await world.start()  # the next process starts at once and answers
+    world.say("/help")
+    [reply] = await world.replies(1)
+    assert "Welcome to the Focal Points Bot" in reply.params["text"]
 
 
 # -- groups -------------------------------------------------------------------------------

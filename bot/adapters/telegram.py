@@ -67,6 +67,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRa
 from bot.adapters import AdapterSetupError, read_capped
 from bot.adapters.rendering import message_text
 from bot.delivery.errors import PermanentFailure, TemporaryFailure
+from bot.delivery.stopping import finish
 from bot.logs import RedactSecrets
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import (
@@ -394,6 +395,7 @@ class TelegramAdapter:
         self.offset = 0  # next getUpdates offset: everything below it is in the inbox
         self._accepting = False
         self._poller: asyncio.Task[None] | None = None
+        self._storing = False  # the poller is keeping a batch in the inbox: not to be cancelled
         self._acks: set[asyncio.Task[None]] = set()
         self._menus: dict[int, list[tuple[str, str]]] = {}
         self._default_menu: list[tuple[str, str]] = []
@@ -453,12 +455,16 @@ class TelegramAdapter:
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
 
     async def stop_receiving(self) -> None:
-        """Stop polling (telling Telegram what the inbox holds) and refuse webhooks."""
+        """Stop polling (telling Telegram what the inbox holds) and refuse webhooks.
+
+        A poller waiting on Telegram is cancelled (nothing is lost: what it has not stored is
+        not confirmed); one keeping a batch in the inbox finishes it first (see
+        bot/delivery/stopping.py)."""
         self._accepting = False
         if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            if not self._storing:
+                self._poller.cancel()
+            await finish([self._poller], self.stop_grace)
             self._poller = None
             await self._confirm_offset()
 
@@ -582,7 +588,7 @@ class TelegramAdapter:
     async def _poll(self) -> None:
         """Long-poll getUpdates; the offset moves past a batch only once all of it is stored."""
         pause = 0.0
-        while True:
+        while self._accepting:
             if pause:
                 await asyncio.sleep(pause)
             try:
@@ -605,6 +611,7 @@ class TelegramAdapter:
                 pause = min(max(pause * 2, self.retry_first), 30.0)
                 log.exception("getUpdates failed; retrying in %.1f s", pause)
                 continue
+            self._storing = True
             try:
                 for update in updates:
                     await self._keep(update)
@@ -617,6 +624,8 @@ class TelegramAdapter:
                 else:
                     log.exception("updates not stored; left unconfirmed at Telegram")
                 continue
+            finally:
+                self._storing = False
             pause = 0.0
 
     async def _confirm_offset(self) -> None:

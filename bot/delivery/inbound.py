@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.delivery.errors import DeliveryFailure
 from bot.delivery.liveness import Liveness
+from bot.delivery.stopping import finish
 from handlers.dispatch import STORE_ERRORS, Core
 from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, is_store_outage
 from storage.models import InboxItem, Instance
@@ -107,6 +108,7 @@ class Inbound:
         self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._late: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: take nothing in
 
     # -- receipt ------------------------------------------------------------------------
@@ -340,6 +342,7 @@ class Inbound:
 
     async def run(self) -> None:
         """Drain now and every few seconds, until stopped."""
+        self._runner = asyncio.current_task()
         while not self._stopping.is_set():
             try:
                 n = await self.drain()
@@ -353,6 +356,10 @@ class Inbound:
                 await asyncio.wait_for(self._stopping.wait(), self.drain_every)
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
     def idle(self) -> bool:
         return not self._lane_tasks
 
@@ -362,6 +369,8 @@ class Inbound:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is in hand (briefly); the rest stays in the inbox."""
         self._stopping.set()
+        await finish([self._runner], grace)
+        self._runner = None
         tasks = [*self._lane_tasks.values(), *self._late]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)

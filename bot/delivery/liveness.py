@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
 
+from bot.delivery.stopping import finish
 from handlers.clock import Clock
 from handlers.dispatch import STORE_ERRORS
 from storage.db import Database
@@ -86,6 +87,7 @@ class Liveness:
         self.last_beat = 0.0  # monotonic time of our last heartbeat that reached the store
         self._seen: dict[str, _Seen] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._paused = False
         self.registered = False
         # Called after each heartbeat (the app checks that the store is still its own).
@@ -95,6 +97,7 @@ class Liveness:
     async def start(self) -> None:
         """Register this instance and keep its heartbeat going."""
         await self.register()
+        self._stop.clear()
         self._task = asyncio.create_task(self._heartbeat(), name="heartbeat")
 
     async def register(self) -> None:
@@ -107,13 +110,12 @@ class Liveness:
         _HERE.add(self.id)
         self.last_beat = time.monotonic()
 
-    async def stop(self) -> None:
-        """Stop the heartbeat and remove our row: our claims are free at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the heartbeat (after the beat in hand) and remove our row: our claims are
+        free at once."""
+        self._stop.set()
+        await finish([self._task], grace)
+        self._task = None
         if self.registered:
             with contextlib.suppress(*STORE_ERRORS):
                 async with self.db.transaction() as session:
@@ -144,7 +146,10 @@ class Liveness:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.beat)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.beat)
+            if self._stop.is_set():
+                return
             if self._paused:
                 continue
             try:

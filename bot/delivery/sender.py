@@ -33,6 +33,7 @@ from sqlalchemy.orm import selectinload
 
 from bot.delivery.errors import DeliveryFailure, PermanentFailure, TemporaryFailure
 from bot.delivery.liveness import Liveness
+from bot.delivery.stopping import finish
 from handlers.clock import Clock
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Outgoing
@@ -96,6 +97,7 @@ class Sender:
         self._lane_tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
         self._sweep_lock = asyncio.Lock()
+        self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: send nothing from it
 
     # -- claiming -----------------------------------------------------------------------
@@ -374,6 +376,7 @@ class Sender:
 
     async def run(self, every: float = 1.0) -> None:
         """Sweep until stopped: at once when poked, else every `every` seconds."""
+        self._runner = asyncio.current_task()
         while not self.stopping.is_set():
             self.wake.clear()
             try:
@@ -413,9 +416,12 @@ class Sender:
         await asyncio.wait_for(settle(), timeout)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Finish the sends in flight (up to `grace` s), hand back the rest."""
+        """Let the sweep in hand end, finish the sends in flight (up to `grace` s), hand back
+        the rest."""
         self.stopping.set()
         self.wake.set()
+        await finish([self._runner], grace)
+        self._runner = None
         tasks = list(self._lane_tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
