@@ -24,7 +24,9 @@ Rules every test lives under (see tests/message_coverage.py and tests/fakes/vali
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +107,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(problem)
     terminalreporter.write_line(f"{len(problems)} problem(s): each key needs a test that makes "
                                 "the bot say it (see tests/conftest.py)", red=True)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_open() -> Iterator[None]:
+    """A store connection that a test or the bot left open is found in that very test: when
+    an SQLite connection's worker thread still runs after every other fixture's teardown, the
+    garbage is collected here, and the connection's ResourceWarning fails this test instead of
+    whichever later test the garbage collector happened to run in."""
+    yield
+    if any(t.name.endswith("(_connection_worker_thread)") for t in threading.enumerate()):
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)
