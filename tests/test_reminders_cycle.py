@@ -1,6 +1,6 @@
-"""A whole collection cycle with a fake clock: reminders at local working hours, alternates at
-two days, none for those who are done, the troika's, the Monday digest, and crashes that lose
-and duplicate nothing (every test runs on SQLite and PostgreSQL)."""
+"""A whole newsletter edition cycle with a fake clock: reminders at local working hours,
+alternates at two days, none for the members that have submitted, the troika's, the Monday
+digest, and crashes that lose and duplicate nothing (every test runs on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ from handlers.clock import FrozenClock
 from handlers.reminders import sweep
 from handlers.types import Outgoing
 from messages import Renderer
+from storage import editions
 from storage.db import Database
-from storage.deadlines import add_action_point, audience, mark_done, sync_deadline, zone
+from storage.deadlines import add_action_point, audience, sync_deadline, zone
+from storage.edition_deadlines import sync_edition_deadline
 from storage.models import (
     DeadlineKind,
     Identity,
     JobRun,
     Member,
+    NationalUpdate,
     OutboxItem,
     Person,
     Reminder,
@@ -34,9 +37,11 @@ from storage.models import (
 )
 from tests.message_coverage import render_everywhere
 
-# The cycle: a collection due Friday 16 March 2018, 16:00 UTC, set on Thursday 1 March.
+# The cycle: the newsletter's edition 1, opened on Thursday 1 March 2018, its contributions
+# due Friday 16 March, 16:00 UTC.
 DUE = datetime(2018, 3, 16, 16, 0, tzinfo=UTC)
-TITLE = "Contributions to the April newsletter"
+EDITION_TITLE = "Women mediators, and the Berlin meeting"
+TITLE = f"Contributions to {EDITION_TITLE}"
 FP = {"chile": "fp.chile@demo.invalid", "germany": "fp.germany@demo.invalid",
       "namibia": "fp.namibia@demo.invalid", "spain": "fp.spain@demo.invalid",
       "au": "fp.au@demo.invalid"}
@@ -134,19 +139,41 @@ def app(demo_db: Database, clock: FrozenClock) -> BotApp:
     return bot
 
 
-async def test_a_whole_cycle_reminds_exactly_the_right_people_at_the_right_times(
+async def open_edition(db: Database, now: datetime) -> int:
+    """The secretariat opens the newsletter's next edition, its contributions due `DUE`."""
+    async with db.transaction() as session:
+        assert await editions.collecting(session) is None
+        coordinator = await session.scalar(select(Person.id).where(Person.email == COORDINATOR))
+        edition = await editions.create(
+            session, title=EDITION_TITLE, period_start=now.date(),
+            period_end=DUE.date(), language="en", submission_deadline=DUE,
+            planned_publication=(DUE + timedelta(days=7)).date(), now=now, by=coordinator)
+        await sync_edition_deadline(session, edition, now)
+        return edition.id
+
+
+async def submit(db: Database, code: str, edition_id: int, at: datetime) -> None:
+    """The member's focal point files an update, sent for review and taken into the edition."""
+    async with db.transaction() as session:
+        member = await session.scalar(select(Member).where(Member.code == code))
+        author = await session.scalar(select(Person).where(Person.email == FP[code]))
+        assert member is not None and author is not None
+        session.add(NationalUpdate(
+            member_id=member.id, author_id=author.id, category="policy",
+            title="Women mediators in the peace talks", body="Our network of mediators",
+            links=[], visibility="public", status="submitted", section="",
+            edition_id=edition_id, created_at=at, submitted_at=at))
+
+
+async def test_a_whole_edition_cycle_reminds_exactly_the_right_people_at_the_right_times(
     app: BotApp, demo_db: Database, clock: FrozenClock, renderer: Renderer
 ) -> None:
     emails = await give_accounts(demo_db, clock.now())
     by_id = {v: k for k, v in emails.items()}
-    spain = await member_id(demo_db, "spain")
+    edition_id = await open_edition(demo_db, clock.now())
+    # Spain files on the second day; every other member still owes its contribution.
+    await submit(demo_db, "spain", edition_id, clock.now() + timedelta(days=1))
     async with demo_db.transaction() as session:
-        collection = await sync_deadline(
-            session, DeadlineKind.CUSTOM, None, DUE, TITLE,
-            audience(roles=[RoleName.FOCAL_POINT]), now=clock.now(),
-            asks="Send your national updates with /update.")
-        await mark_done(session, collection, member_id=spain,
-                        person_id=None, by=None, now=clock.now())
         await add_action_point(
             session, text="Agree the agenda of the Berlin meeting", owner="troika",
             member_id=None, due_at=DUE - timedelta(days=3), meeting="Troika call",
@@ -170,7 +197,7 @@ async def test_a_whole_cycle_reminds_exactly_the_right_people_at_the_right_times
             await die(dying, outbox)
         while await outbox.deliver_due():
             pass
-        clock.advance(minutes=30)
+        clock.advance(hours=1)
 
     sent = [Delivered(chat, m.key, "", at, texts) for chat, m, texts, at in recorder.sent]
     # Exactly once: every queued outbox row was delivered once, none twice.
@@ -195,8 +222,9 @@ async def test_a_whole_cycle_reminds_exactly_the_right_people_at_the_right_times
     assert [d.at.date().isoformat() for d in chile] == [
         "2018-03-09", "2018-03-14", "2018-03-15", "2018-03-16"]
     assert "(in 7 days)" in chile[0].texts["plain"] and "For Chile." in chile[0].texts["plain"]
-    assert "<b>Reminder: Contributions to the April newsletter</b>" in chile[0].texts["html"]
-    assert "*Reminder: Contributions to the April newsletter*" in chile[0].texts["mrkdwn"]
+    assert "national updates for newsletter edition 1 with /update" in chile[0].texts["plain"]
+    assert f"<b>Reminder: {TITLE}</b>" in chile[0].texts["html"]
+    assert f"*Reminder: {TITLE}*" in chile[0].texts["mrkdwn"]
     assert "Due 16 March 2018, 13:00 (America/Santiago)" in chile[0].texts["plain"]
     assert len(got(ALT_CHILE)) == 3
     assert min(d.at for d in got(ALT_CHILE)) >= DUE - timedelta(days=2, hours=6)
@@ -226,7 +254,7 @@ async def test_a_whole_cycle_reminds_exactly_the_right_people_at_the_right_times
     assert len(monday) == 1
     assert monday[0].at.astimezone(zone("America/New_York")).hour == 9
     page = monday[0].texts["plain"]
-    assert "Not yet submitted: Contributions to the April newsletter" in page
+    assert f"Not yet submitted: {TITLE}" in page
     assert "Latin American and Caribbean States (7): Argentina, Brazil, Chile" in page
     files = [m for _, m, _, at in recorder.sent if m.key == "digest.file"]
     assert len(files) == 3 and files[0].file is not None
