@@ -239,10 +239,15 @@ class _Planner:
         late = [o for o in offsets if offset_delta(o) <= ALTERNATES_FROM]
         seen: set[int] = set()
         members = member_targets(deadline, self.roster, self.at)
+        # A meeting's roles say who may register: alternates are not told to register for a
+        # meeting that only focal points may attend (they could not).
+        alternates_act = (deadline.kind != DeadlineKind.MEETING_REGISTRATION
+                          or RoleName.ALTERNATE in deadline.audience.get("roles", ()))
         for member_id in members:
             member = self.roster.members[member_id]
             fps = self.roster.focal.get(member_id, [])
-            alts = [p for p in self.roster.alternates.get(member_id, []) if p not in fps]
+            alts = [p for p in self.roster.alternates.get(member_id, [])
+                    if p not in fps and alternates_act]
             # A focal point with no account yet is still reminded: the outbox keeps the
             # message until they link one (issue 9 hands unreachable people to alternates).
             present = [p for p in fps if not is_away(p, self.at)]

@@ -31,6 +31,7 @@ from storage import meetings as meeting_store
 from storage.db import Database
 from storage.deadlines import send_time
 from storage.demo import load_demo
+from storage.meeting_deadlines import sync_meeting
 from storage.models import (
     Deadline,
     DeadlineKind,
@@ -39,6 +40,7 @@ from storage.models import (
     NationalUpdate,
     OutboxItem,
     Person,
+    RoleName,
 )
 from tests.conftest import COORDINATOR, FP_CHILE, FP_GERMANY, Transcript
 from tests.message_coverage import render_everywhere
@@ -152,6 +154,27 @@ async def test_the_edition_deadline_reminds_members_that_have_not_submitted(
     async with demo_db.transaction() as session:
         row = await session.get(Deadline, deadline.id)
         assert row is not None and row.cancelled_at == clock.now()
+
+
+async def test_alternates_are_not_told_to_register_for_a_meeting_only_focal_points_attend(
+    demo_db: Database, clock: FrozenClock
+) -> None:
+    async with demo_db.transaction() as session:
+        meeting = await meeting_store.get_meeting(session, NY)
+        assert meeting is not None
+        closes = meeting.registration_closes_at
+    at = closes - timedelta(days=2) + timedelta(hours=10)  # a working morning in Santiago
+    # Open to every role: Chile's alternate may register, and is told from two days before.
+    reminded = await due(demo_db, at, DeadlineKind.MEETING_REGISTRATION)
+    assert FP_CHILE in reminded and ALT_CHILE in reminded
+    async with demo_db.transaction() as session:
+        meeting = await meeting_store.get_meeting(session, NY)
+        assert meeting is not None
+        meeting.eligible_roles = [str(RoleName.FOCAL_POINT)]
+        await sync_meeting(session, meeting, clock.now())
+    # Focal points only: the alternate could not register, and is not told to.
+    reminded = await due(demo_db, at, DeadlineKind.MEETING_REGISTRATION)
+    assert FP_CHILE in reminded and ALT_CHILE not in reminded
 
 
 async def test_a_registered_delegation_is_not_reminded_to_register(
