@@ -29,6 +29,7 @@ from bot.logs import RedactSecrets
 from bot.runner import running
 from bot.settings import Secret, Settings
 from handlers.clock import FrozenClock
+from handlers.digest import build_digest, digest_messages
 from handlers.types import Incoming, OutFile, Outgoing
 from storage.db import Database
 from storage.invitations import create_invitation
@@ -101,11 +102,11 @@ class Slack:
 
 
 def text_of(call: Call) -> str:
-    """Everything a posted message shows: its section texts, one after the other."""
+    """Everything a posted message shows: its header and section texts, one after the other."""
     blocks = call.params.get("blocks") or []
     if isinstance(blocks, str):
         blocks = json.loads(blocks)
-    return "\n".join(b["text"]["text"] for b in blocks if b.get("type") == "section")
+    return "\n".join(b["text"]["text"] for b in blocks if b.get("type") in ("header", "section"))
 
 
 def blocks_of(params: dict[str, Any], key: str = "blocks") -> Any:
@@ -433,6 +434,28 @@ async def test_outbox_messages_reach_a_slack_dm(slack: Slack) -> None:
 
     [post] = slack.fake.calls_to("chat.postMessage")
     assert post.params["channel"] == "U1" and text_of(post) == "There is nothing to cancel."
+
+
+async def test_the_weekly_digest_reads_in_slack_as_a_header_and_a_section_per_part(
+        slack: Slack) -> None:
+    async with slack.app.db.transaction() as session:
+        context = await build_digest(session, slack.app.clock.now())
+    chat, _ = digest_messages(context, slack.app.renderer, "2018-03-05T09:00", "UTC")
+
+    await slack.adapter.send("U1", chat, locale="en", tz="UTC")
+
+    [post] = slack.fake.calls_to("chat.postMessage")
+    blocks = blocks_of(post.params)
+    header, *rest = blocks
+    assert header == {"type": "header", "text": {
+        "type": "plain_text", "text": "Secretariat digest, 1 March 2018", "emoji": True}}
+    parts = [b["text"]["text"] for b in rest if b["type"] == "section"]
+    assert [p.split("\n")[0].split("*")[1] for p in parts][:5] == [
+        "Awaiting review", "Not yet submitted: Contributions to the next newsletter (demo)",
+        "Meetings: registrations against capacity",
+        "Deadlines in the next 14 days", "Overdue action points"]
+    assert [b["type"] for b in rest] == ["section", *["divider", "section"] * (len(parts) - 1)]
+    assert "Secretariat digest" in post.params["text"]  # what a notification shows
 
 
 async def test_a_file_goes_to_the_dm_channel_after_its_message(slack: Slack) -> None:

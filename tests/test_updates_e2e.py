@@ -200,7 +200,8 @@ def slack_blocks(params: dict[str, Any], key: str = "blocks") -> Any:
 
 
 def slack_text(params: dict[str, Any]) -> str:
-    return "\n".join(b["text"]["text"] for b in slack_blocks(params) if b.get("type") == "section")
+    return "\n".join(b["text"]["text"] for b in slack_blocks(params)
+                     if b.get("type") in ("header", "section"))
 
 
 def hit(results: str, title: str, others: list[str]) -> str:

@@ -18,6 +18,7 @@ on the buttons of an earlier step is recognised as stale by the core.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ BUTTON_VALUE_MAX = 2000
 OPTION_VALUE_MAX = 150
 OPTIONS_MAX = 100
 TITLE_MAX = 24
+HEADER_MAX = 150
 LABEL_MAX = 2000
 INPUT_MAX = 3000
 METADATA_MAX = 3000
@@ -81,6 +83,29 @@ def split_text(text: str, limit: int = SECTION_MAX) -> list[str]:
 def sections(text: str) -> list[Block]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}}
             for piece in split_text(text)]
+
+
+_LONE_BOLD = re.compile(r"\*([^*\n]+)\*")
+_PARAGRAPHS = re.compile(r"\n[ \t]*\n")
+
+
+def report(text: str) -> list[Block] | None:
+    """A report's blocks (the weekly digest, a list of parts under their titles): a header
+    from its title line, then each part in its own section, divided. None when the text is
+    not shaped as one: a title alone on the first line, then at least two parts that each
+    begin with a bold title."""
+    parts = [p.strip() for p in _PARAGRAPHS.split(text.strip()) if p.strip()]
+    if len(parts) < 3 or not (title := _LONE_BOLD.fullmatch(parts[0])):
+        return None
+    if not all(p.startswith("*") for p in parts[1:]):
+        return None
+    blocks: list[Block] = [{"type": "header",
+                            "text": plain(html.unescape(title.group(1)), HEADER_MAX)}]
+    for n, part in enumerate(parts[1:]):
+        if n:
+            blocks.append({"type": "divider"})
+        blocks += sections(part)
+    return blocks
 
 
 def fallback(text: str) -> str:
@@ -148,7 +173,7 @@ def step_controls(step: FormStep, labels: Mapping[str, str]) -> list[Block]:
 def message_blocks(text: str, *, choices: Sequence[Choice] = (), step: FormStep | None = None,
                    labels: Mapping[str, str] | None = None) -> list[list[Block]]:
     """The blocks of one reply, cut into messages of at most 50 blocks (usually one)."""
-    blocks = sections(text)
+    blocks = (report(text) if step is None and not choices else None) or sections(text)
     if step is not None:
         blocks += step_controls(step, labels or {})
     elif choices:
