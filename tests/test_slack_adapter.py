@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -756,16 +757,20 @@ async def test_a_store_locked_at_receipt_still_acks_within_3_s_and_says_so(
             http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
                                      base_url="http://slack.test")
             s = Slack(app, adapter, fake, http)
-            blocker = sqlite3.connect(path, isolation_level=None, timeout=30)
-            blocker.execute("BEGIN IMMEDIATE")  # the store is locked (for up to 10 s)
+            blocker = sqlite3.connect(path, isolation_level=None, timeout=30,
+                                      check_same_thread=False)
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the store for 10 s
+            unlock = threading.Timer(10.0, lambda: (blocker.execute("ROLLBACK"),
+                                                    blocker.close()))
+            unlock.start()
             try:
                 began = time.monotonic()
                 command = await s.command("help")
                 dm = await s.dm("our national plan", event_id="Ev-locked")
                 elapsed = time.monotonic() - began
+                assert unlock.is_alive()  # both were acknowledged while the store was locked
             finally:
-                blocker.execute("ROLLBACK")
-                blocker.close()
+                await asyncio.to_thread(unlock.join)  # the store is back after its 10 s
             await http.aclose()
             # Once the store is back, the two kept requests are answered too.
             posts = await fake.wait_for("chat.postMessage", 3, timeout=20)
