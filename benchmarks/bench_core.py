@@ -38,7 +38,7 @@ class NullSender:
         return True
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: object) -> None:
+                      extras: object, parts: object = None) -> None:
         return None
 
 

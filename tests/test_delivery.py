@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.delivery import Inbound, Liveness, PermanentFailure, Sender, TemporaryFailure
+from bot.delivery import Inbound, Liveness, Parts, PermanentFailure, Sender, TemporaryFailure
 from handlers import COMMANDS, FORMS, FREE_TEXT
 from handlers.clock import FrozenClock
 from handlers.dispatch import Core
@@ -51,7 +51,7 @@ class Recorder:
         return True
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
         await asyncio.sleep(0)
         self.calls += 1
         if self.hang is not None:

@@ -31,6 +31,7 @@ from handlers.clock import FrozenClock
 from handlers.context import Context
 from handlers.dispatch import Core
 from handlers.forms import Field, Form
+from handlers.reminders import queue_outgoing
 from handlers.routing import Access, Command
 from handlers.types import Choice, Incoming, OutFile, Outgoing
 from storage.db import Database
@@ -43,7 +44,7 @@ from storage.models import (
     OutboxItem,
     Person,
 )
-from tests.conftest import FP_CHILE
+from tests.conftest import COORDINATOR, FP_CHILE
 from tests.fakes.telegram_api import Call, FakeBotAPI
 
 TOKEN = "123:abc"
@@ -757,6 +758,39 @@ async def test_store_down_while_handling_apologises_once_then_answers(world: Wor
     assert "can't reach my database" in apology and "/start" in answer
     assert calls == 4
     assert await world.unanswered() == 0
+
+
+async def test_a_long_notice_that_fails_half_way_resumes_at_the_part_not_yet_sent(
+        world: World) -> None:
+    """A notice over Telegram's 4,096 characters goes as several messages: when one of them
+    fails, the resend starts there; the parts already out are never sent twice."""
+    code = await world.invite_code(COORDINATOR)
+    await world.start()
+    world.say(f"/start {code}", chat_id=42, user_id=42)
+    await world.replies(1)
+    await world.settle()
+    requests = [{"id": n, "name": f"Person {n}", "title": "Adviser", "ministry": "MFA",
+                 "email": f"p{n}@example.org", "member": "Chile", "created": world.clock.now()}
+                for n in range(1, 80)]
+    notice = Outgoing("onboarding.requests_list", {"requests": requests})
+    world.fake.fail_next("sendMessage", 502, after=1)  # the second part fails once
+    async with world.db.transaction() as session:
+        coordinator = await session.scalar(select(Person.id).where(Person.email == COORDINATOR))
+        assert coordinator is not None
+        await queue_outgoing(session, [(coordinator, "long-notice", notice)], world.clock.now())
+    assert world.app is not None
+    world.app.sender.poke()
+    await world.app.sender.wait_idle()
+    parts = [c.params["text"] for c in sent_to(world.fake, 42)[1:]]  # after the welcome
+    assert len(parts) >= 2 and all(len(p) <= 4096 for p in parts)
+    assert len(parts) == len(set(parts))  # each part once, the failed one once it went
+    text = "\n".join(parts)
+    assert text.count("Person ") == 79, text  # every request, once
+    assert [c.status for c in world.fake.calls_to("sendMessage")][1:4] == [200, 502, 200]
+    async with world.db.transaction() as session:
+        row = await session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == "long-notice"))
+    assert row is not None and row.status == "sent"
+    assert row.extras["parts_sent"] == {"platform": "telegram", "n": len(parts) - 1}
 
 
 async def test_personal_data_never_goes_to_a_group_through_the_outbox(world: World) -> None:

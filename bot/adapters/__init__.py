@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from bot.delivery.errors import Parts
 from handlers.types import Incoming, Outgoing, Route
 
 if TYPE_CHECKING:
@@ -39,8 +40,10 @@ class PlatformAdapter(Protocol):
         ...
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
-        """Send one message to one chat; raise TemporaryFailure / PermanentFailure."""
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
+        """Send one message to one chat; raise TemporaryFailure / PermanentFailure. A message
+        the platform takes as several skips the `parts.sent` already out, and reports each
+        further one with `parts.went(n)`."""
         ...
 
     def plan(self, inc: Incoming, replies: list[Outgoing],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.adapters.rendering import message_text
+from bot.delivery.errors import Parts
 from handlers.dispatch import Core
 from handlers.types import Choice, Incoming, OutFile, Outgoing, Route
 from messages import Renderer
@@ -60,7 +61,7 @@ class ConsoleAdapter:
                             file=message.file, private=message.private)], notice=True)
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
         """The sender's call: a notice for the person at this console (its own replies are
         shown as the core returns them)."""
         await self.send(chat_id, message, locale=locale, tz=tz)

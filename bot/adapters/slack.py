@@ -60,7 +60,7 @@ from starlette.routing import BaseRoute, Route
 from bot.adapters import MAX_BODY, AdapterSetupError, read_capped
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
-from bot.delivery.errors import PermanentFailure, TemporaryFailure
+from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
 from handlers.types import Route as RouteTo
@@ -346,7 +346,7 @@ class SlackAdapter:
         await self.deliver(chat_id, message, locale=locale, tz=tz, extras={})
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
         """Send one message to one chat; raise TemporaryFailure or PermanentFailure.
 
         A form with a fresh `trigger` opens as a modal; a reply that ends an exchange
@@ -358,7 +358,7 @@ class SlackAdapter:
             trigger = extras.get("trigger")
             if not (out.form is not None and trigger
                     and await self._open_modal(str(trigger), out.form, locale)):
-                await self._post(chat_id, out, locale)
+                await self._post(chat_id, out, locale, parts or Parts())
         home = extras.get("home")
         if home is None and not extras:  # a notice: something of theirs changed
             try:
@@ -554,13 +554,20 @@ class SlackAdapter:
             await self._publish_home(account(_team(body), str(event["user"])))
 
     # -- outbound: Web API calls ------------------------------------------------------------
-    async def _post(self, channel: str, out: Outgoing, locale: str) -> None:
+    async def _post(self, channel: str, out: Outgoing, locale: str, parts: Parts) -> None:
+        """Post one reply (several messages past 50 blocks, the ones `parts` says are out
+        skipped), then its file."""
         text = self._text(out, locale)
-        for blocks in kit.message_blocks(text, choices=out.choices, step=out.step,
-                                         labels=self._labels(locale)):
+        messages = kit.message_blocks(text, choices=out.choices, step=out.step,
+                                      labels=self._labels(locale))
+        for n, blocks in enumerate(messages):
+            if n < parts.sent:
+                continue
             await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
                                                blocks=blocks, unfurl_links=False,
                                                unfurl_media=False)
+            if n < len(messages) - 1 or out.file is not None:
+                await parts.went(n + 1)
         if out.file is not None:
             await self._upload(channel, out.file)
 

@@ -66,7 +66,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRa
 
 from bot.adapters import AdapterSetupError, read_capped
 from bot.adapters.rendering import message_text
-from bot.delivery.errors import PermanentFailure, TemporaryFailure
+from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from bot.delivery.stopping import finish
 from bot.logs import RedactSecrets
 from handlers.dispatch import STORE_ERRORS
@@ -496,8 +496,10 @@ class TelegramAdapter:
         await self.deliver(chat_id, message, locale=locale, tz=tz, extras={})
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
-        """Send one message to one chat; raise TemporaryFailure or PermanentFailure."""
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
+        """Send one message to one chat; raise TemporaryFailure or PermanentFailure. A text
+        over Telegram's limit goes as several messages, each reported to `parts` (a resend
+        starts after those already out)."""
         target = _chat_target(chat_id)
         if message.private and (not isinstance(target, int) or target < 0):
             raise PermanentFailure("a private message cannot go to a group chat")
@@ -507,7 +509,7 @@ class TelegramAdapter:
         user = extras.get("user") or (target if isinstance(target, int) and target > 0 else None)
         with _delivery_errors():
             edited = await self._show(target, out, locale, user_id=user,
-                                      edit=int(edit) if edit else None)
+                                      edit=int(edit) if edit else None, parts=parts or Parts())
             if edit and not edited:
                 await self._strip_keyboard(target, int(edit))
         menu = extras.get("menu", None if extras else target)
@@ -682,9 +684,10 @@ class TelegramAdapter:
         return locale if locale in self.renderer.locales else self.renderer.default_locale
 
     async def _show(self, chat_id: int | str, out: Outgoing, locale: str, *,
-                    user_id: int | str | None, edit: int | None = None) -> bool:
+                    user_id: int | str | None, edit: int | None = None,
+                    parts: Parts | None = None) -> bool:
         """Show one reply; True when it replaced message `edit`. Form steps are remembered."""
-        msg_id, edited = await self._post(chat_id, out, locale, edit)
+        msg_id, edited = await self._post(chat_id, out, locale, edit, parts or Parts())
         closed = out.form_message
         if closed.isdigit() and closed != str(msg_id):  # the form's last question: no buttons
             await self._strip_keyboard(chat_id, int(closed))
@@ -701,8 +704,9 @@ class TelegramAdapter:
         return edited
 
     async def _post(self, chat_id: int | str, out: Outgoing, locale: str,
-                    edit: int | None) -> tuple[int, bool]:
-        """Send (or edit into `edit`) one reply; the id of its last message, and whether edited."""
+                    edit: int | None, parts: Parts) -> tuple[int, bool]:
+        """Send (or edit into `edit`) one reply; the id of its last message, and whether edited.
+        The chunks of a long text that `parts` says are out already are not sent again."""
         html_text = message_text(self.renderer, out, locale, "html")
         markup = keyboard(out, self._control_labels(locale))
         if out.file is not None:
@@ -710,17 +714,22 @@ class TelegramAdapter:
             caption: str | None = html_text
             if text_length(html_text) > CAPTION_LIMIT:
                 plain = message_text(self.renderer, out, locale, "plain")
-                for chunk in split_message(html_text, plain):
+                for n, chunk in enumerate(split_message(html_text, plain)):
+                    if n < parts.sent:
+                        continue
                     await self.bot.send_message(
                         chat_id, chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW)
+                    await parts.went(n + 1)
                 caption = None
             sent = await self.bot.send_document(
                 chat_id, document, caption=caption, parse_mode=ParseMode.HTML,
                 reply_markup=markup)
             return sent.message_id, False
         chunks = split_message(html_text, message_text(self.renderer, out, locale, "plain"))
-        last, edited = 0, False
+        last, edited = 0, edit is not None and parts.sent > 0
         for n, chunk in enumerate(chunks):
+            if n < parts.sent:  # out before a failure or a crash
+                continue
             buttons = markup if n == len(chunks) - 1 else None
             if n == 0 and edit is not None:
                 try:
@@ -728,16 +737,22 @@ class TelegramAdapter:
                         chunk, chat_id=chat_id, message_id=edit, parse_mode=ParseMode.HTML,
                         reply_markup=buttons, link_preview_options=NO_PREVIEW)
                     last, edited = edit, True
+                    if n < len(chunks) - 1:
+                        await parts.went(n + 1)
                     continue
                 except BadRequest as exc:
                     if "not modified" in str(exc).lower():
                         last, edited = edit, True
+                        if n < len(chunks) - 1:
+                            await parts.went(n + 1)
                         continue
                     log.debug("could not edit message %s (%s); sending a new one", edit, exc)
             sent = await self.bot.send_message(
                 chat_id, chunk, parse_mode=ParseMode.HTML, reply_markup=buttons,
                 link_preview_options=NO_PREVIEW)
             last = sent.message_id
+            if n < len(chunks) - 1:  # the last part is the whole message's own send
+                await parts.went(n + 1)
         return last, edited
 
     async def _strip_keyboard(self, chat_id: int | str, message_id: int) -> None:

@@ -8,10 +8,10 @@
 """
 
 from bot.delivery.compat import Outbox
-from bot.delivery.errors import DeliveryFailure, PermanentFailure, TemporaryFailure
+from bot.delivery.errors import DeliveryFailure, Parts, PermanentFailure, TemporaryFailure
 from bot.delivery.inbound import Inbound
 from bot.delivery.liveness import Liveness
 from bot.delivery.sender import Sender
 
-__all__ = ["DeliveryFailure", "Inbound", "Liveness", "Outbox", "PermanentFailure", "Sender",
-           "TemporaryFailure"]
+__all__ = ["DeliveryFailure", "Inbound", "Liveness", "Outbox", "Parts", "PermanentFailure",
+           "Sender", "TemporaryFailure"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.delivery.errors import DeliveryFailure, TemporaryFailure
+from bot.delivery.errors import DeliveryFailure, Parts, TemporaryFailure
 from bot.delivery.liveness import Liveness
 from bot.delivery.sender import Channel, Sender
 from handlers.clock import Clock
@@ -25,7 +25,7 @@ class _SendOnly:
         return bool(self.inner.reaches(chat_id))
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None:
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
         try:
             await self.inner.send(chat_id, message, locale=locale, tz=tz)
         except DeliveryFailure:

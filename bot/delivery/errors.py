@@ -1,4 +1,5 @@
-"""What an adapter raises when one message did not go, so the sender knows what to do next.
+"""What an adapter raises when one message did not go, so the sender knows what to do next;
+and `Parts`, what it tells the sender while one message goes out as several.
 
     DeliveryFailure
      ├── TemporaryFailure(reason, retry_after=None)  network, 5xx, 429: tried again, later
@@ -7,6 +8,9 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 
 class DeliveryFailure(Exception):
@@ -27,3 +31,19 @@ class TemporaryFailure(DeliveryFailure):
 
 class PermanentFailure(DeliveryFailure):
     """No retry can cure it (the person blocked the bot, the chat does not exist)."""
+
+
+@dataclass
+class Parts:
+    """One message that the platform takes as several (a Telegram text over 4,096 characters,
+    a Slack reply over 50 blocks): `sent` parts already went, so a resend after a failure or a
+    crash starts after them; the adapter calls `went(n)` once its first `n` parts are out, and
+    the sender records it on the outbox row."""
+
+    sent: int = 0
+    record: Callable[[int], Awaitable[None]] | None = None
+
+    async def went(self, n: int) -> None:
+        self.sent = n
+        if self.record is not None:
+            await self.record(n)

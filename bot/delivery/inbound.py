@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.delivery.errors import DeliveryFailure
+from bot.delivery.errors import DeliveryFailure, Parts
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
 from handlers.dispatch import STORE_ERRORS, Core
@@ -64,7 +64,7 @@ class Receiver(Protocol):
     async def prepare(self, inc: Incoming) -> Incoming: ...
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None: ...
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None: ...
 
 
 @dataclass

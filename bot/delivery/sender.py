@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from sqlalchemy import exists, select, text, update
 from sqlalchemy.orm import selectinload
 
-from bot.delivery.errors import DeliveryFailure, PermanentFailure, TemporaryFailure
+from bot.delivery.errors import DeliveryFailure, Parts, PermanentFailure, TemporaryFailure
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
 from handlers.clock import Clock
@@ -59,11 +59,14 @@ class Channel(Protocol):
     def reaches(self, chat_id: str) -> bool: ...
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
-                      extras: Mapping[str, Any]) -> None: ...
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None: ...
 
 
 def backoff(attempts: int, first: float = 2.0) -> timedelta:
     return min(timedelta(seconds=first * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+PARTS = "parts_sent"  # in an outbox row's extras: {"platform": ..., "n": parts already out}
 
 
 class Undeliverable(Exception):
@@ -269,8 +272,10 @@ class Sender:
                 await self._later(item, str(exc), count=False)
                 return False
             out = await self._message(item)
+            extras = {k: v for k, v in item.extras.items() if k != PARTS}
             try:
-                await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=item.extras)
+                await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=extras,
+                                      parts=self._parts(item, channel.platform))
             except TemporaryFailure as exc:
                 wait = exc.retry_after or 0.0
                 if not wait and quick < self.quick_retries:
@@ -302,6 +307,25 @@ class Sender:
                 return False
             await self._mark_sent(item.id, channel.platform)
             return True
+
+    def _parts(self, item: OutboxItem, platform: str) -> Parts:
+        """The parts of this row already out on `platform`; each further one is recorded."""
+        done = item.extras.get(PARTS) or {}
+        sent = int(done.get("n", 0)) if done.get("platform") == platform else 0
+
+        async def record(n: int) -> None:
+            item.extras = {**item.extras, PARTS: {"platform": platform, "n": n}}
+            try:
+                async with self.db.transaction() as session:
+                    await session.execute(
+                        update(OutboxItem).where(OutboxItem.id == item.id,
+                                                 OutboxItem.status == "pending")
+                        .values(extras=item.extras))
+            except STORE_ERRORS as exc:  # kept in memory: a crash now resends these parts
+                log.warning("outbox row %s: parts sent not recorded (store unavailable: %s)",
+                            item.id, type(exc).__name__)
+
+        return Parts(sent, record)
 
     async def _still_ours(self, row_id: int) -> bool:
         async with self.db.transaction() as session:

@@ -110,7 +110,7 @@ class FakeBotAPI:
         self._files: dict[str, JSONDict] = {}
         self._chats: dict[Any, JSONDict] = {}
         self._commands: dict[str, Any] = {}
-        self._failures: dict[str, list[ApiError]] = {}
+        self._failures: dict[str, list[ApiError | None]] = {}  # None: this call goes through
         self._next_update_id = 1
         self._message_ids = itertools.count(1)
         self._ids = itertools.count(1)
@@ -231,13 +231,14 @@ class FakeBotAPI:
         return calls
 
     def fail_next(self, method: str, status: int = 429, retry_after: int = 1, times: int = 1,
-                  description: str | None = None) -> None:
-        """Make the next ``times`` calls to ``method`` fail with HTTP ``status``."""
+                  description: str | None = None, after: int = 0) -> None:
+        """Make the next ``times`` calls to ``method`` fail with HTTP ``status`` (once
+        ``after`` more calls have gone through)."""
         flood = status == HTTPStatus.TOO_MANY_REQUESTS
         default = f"Too Many Requests: retry after {retry_after}" if flood else None
         error = ApiError(status, description or default or HTTPStatus(status).phrase,
                          retry_after if flood else None)
-        self._failures.setdefault(method.lower(), []).extend([error] * times)
+        self._failures.setdefault(method.lower(), []).extend([None] * after + [error] * times)
 
     def clear_failures(self) -> None:
         """Forget the failures queued by :meth:`fail_next` that have not happened yet."""
@@ -278,8 +279,9 @@ class FakeBotAPI:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
             await self._maybe_hang(method)
-            if failures := self._failures.get(method.lower()):
-                raise failures.pop(0)
+            if (failures := self._failures.get(method.lower())) and \
+                    (failure := failures.pop(0)) is not None:
+                raise failure
             if (refusal := telegram_error(method, params)) is not None:
                 raise ApiError(400, refusal)
             result = await self._handlers.get(method.lower(), self._default)(method, params)
