@@ -355,9 +355,11 @@ def _row(c: Candidate, now: datetime) -> dict[str, Any]:
 
 async def queue_outgoing(session: AsyncSession, items: Iterable[tuple[int, str, Outgoing]],
                          now: datetime) -> int:
-    """Outbox rows (person id, dedupe key, message), as `ctx.notify` writes them; one per key."""
+    """Outbox rows (person id, dedupe key, message), as `ctx.notify` writes them (each in its
+    person's lane: one unreachable person holds back nobody else); one per key."""
     rows = [{"person_id": pid, "dedupe_key": key, "message": msg.to_dict(), "created_at": now,
-             "not_before": now, "attempts": 0, "last_error": ""} for pid, key, msg in items]
+             "not_before": now, "attempts": 0, "last_error": "", "lane": f"person:{pid}"}
+            for pid, key, msg in items]
     return len(await insert_ignore(session, OutboxItem, rows))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ from bot.delivery import Outbox, liveness
 from bot.scheduler import ReminderJobs
 from bot.settings import Settings
 from handlers.clock import FrozenClock
-from handlers.reminders import sweep
+from handlers.reminders import queue_outgoing, sweep
 from handlers.types import Outgoing
 from messages import Renderer
 from storage import editions
@@ -54,12 +55,24 @@ class Killed(BaseException):
 
 
 async def run_until_killed(outbox: Outbox, recorder: Recorder) -> None:
-    """Let `outbox` send until its recorder hangs mid-send, then kill it there."""
+    """Let `outbox` send until its recorder hangs mid-send, then kill it there: once what went
+    is recorded (each send is marked the moment it goes; a kill in that instant would send it
+    again), with the hanging sends, which never reached anyone, in flight."""
     sending = asyncio.create_task(outbox.deliver_due(limit=1000))
     await recorder.dead.wait()
+    deadline = time.monotonic() + 10
+    while await sent_rows(outbox.sender.db) < len(recorder.sent):
+        assert time.monotonic() < deadline, "what went was never recorded"
+        await asyncio.sleep(0.01)  # the lanes still marking what went: let them
     sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sending
+
+
+async def sent_rows(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(OutboxItem)
+                                        .where(OutboxItem.status == "sent")) or 0)
 
 
 async def die(dead: Outbox, survivor: Outbox) -> None:
@@ -336,3 +349,27 @@ async def test_a_fan_out_of_500_killed_midway_is_sent_exactly_once_after_restart
         pass
     delivered = [(chat, m.context.get("id"), m.key) for chat, m, *_ in sent]
     assert len(delivered) == len(set(delivered)) == len(queued)
+
+
+async def test_one_person_without_an_account_holds_back_nobody_else(
+    demo_db: Database, clock: FrozenClock, renderer: Renderer
+) -> None:
+    """Each reminder stands in its person's lane: one still waiting for an account (their
+    reminder is kept until they link one) does not stop the reminders queued after it."""
+    async with demo_db.transaction() as session:
+        people = {p.email: p for p in await session.scalars(select(Person))}
+        waiting, reachable = people[FP["germany"]], people[FP["chile"]]
+        session.add(Identity(person_id=reachable.id, platform="console", user_id=reachable.email,
+                             chat_id=reachable.email, created_at=clock.now()))
+        await queue_outgoing(session, [
+            (waiting.id, "reminder:t:1", Outgoing("forms.nothing_to_cancel")),
+            (reachable.id, "reminder:t:2", Outgoing("forms.nothing_to_cancel"))], clock.now())
+    recorder = Recorder(renderer, clock)
+    outbox = Outbox(demo_db, clock, {"console": recorder})
+    while await outbox.deliver_due():
+        pass
+    assert [chat for chat, *_ in recorder.sent] == [reachable.email]
+    async with demo_db.transaction() as session:
+        kept = await session.scalar(select(OutboxItem).where(
+            OutboxItem.dedupe_key == "reminder:t:1"))
+    assert kept is not None and kept.status == "pending"  # until Germany links an account

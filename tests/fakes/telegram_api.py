@@ -245,10 +245,12 @@ class FakeBotAPI:
         self._failures.clear()
 
     # ---- delivery faults (issue 9) ---------------------------------------------------------
-    def hang_next(self, method: str, times: int = 1) -> None:
-        """Make the next ``times`` calls to ``method`` hang until :meth:`release_hangs`."""
+    def hang_next(self, method: str, times: int = 1, after: int = 0) -> None:
+        """Make the next ``times`` calls to ``method`` hang until :meth:`release_hangs` (once
+        ``after`` more calls have gone through)."""
         hangs = self.__dict__.setdefault("_hangs", {})
         hangs[method.lower()] = hangs.get(method.lower(), 0) + times
+        self.__dict__.setdefault("_hang_after", {})[method.lower()] = after
         self.__dict__.setdefault("hanging", asyncio.Event())
 
     def release_hangs(self) -> None:
@@ -260,6 +262,10 @@ class FakeBotAPI:
 
     async def _maybe_hang(self, method: str) -> None:
         hangs = self.__dict__.get("_hangs", {})
+        after = self.__dict__.get("_hang_after", {})
+        if hangs.get(method.lower()) and after.get(method.lower()):
+            after[method.lower()] -= 1
+            return
         if hangs.get(method.lower()):
             hangs[method.lower()] -= 1
             self.__dict__["hung"] = self.__dict__.get("hung", 0) + 1
