@@ -335,7 +335,9 @@ class Sender:
         return holder == self.liveness.id and self.liveness.fresh()
 
     async def _mark_sent(self, row_id: int, platform: str) -> None:
-        """Record the send; while the store is down, keep trying (never send it again)."""
+        """Record the send; while the store fails, keep trying (never send it again). Any
+        failure counts here, not only an outage: a row left unmarked would be sent twice
+        (seen with PostgreSQL's "too many clients", which is no OperationalError)."""
         pause = 0.05
         while True:
             try:
@@ -346,8 +348,8 @@ class Sender:
                         .values(status="sent", sent_at=self.clock.now(), sent_via=platform,
                                 claimed_by=None))
                 return
-            except STORE_ERRORS as exc:
-                log.warning("outbox row %s sent but not yet marked (store unavailable: %s); "
+            except Exception as exc:  # any failure, see above
+                log.warning("outbox row %s sent but not yet marked (store failing: %s); "
                             "retrying in %.1f s", row_id, type(exc).__name__, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
