@@ -200,6 +200,16 @@ async def test_an_update_withdrawn_cannot_be_approved(chat: Transcript) -> None:
     assert "its author withdrew it" in chat.text()
 
 
+async def test_an_update_already_rejected_cannot_be_approved(chat: Transcript) -> None:
+    """(Whichever of two reviewers at once wins, below, the other hears why: here, for sure,
+    the one who comes after a rejection.)"""
+    update_id = await file_update(chat)
+    await chat.say(f"/review reject {update_id} Not WPS", as_=COORDINATOR)
+    await chat.say(f"/review approve {update_id}", as_=COORDINATOR)
+    assert chat.keys == ["review.not_in_review"]
+    assert "it was not accepted" in chat.text()
+
+
 async def test_two_reviewers_at_once_one_wins(chat: Transcript, core: Core) -> None:
     update_id = await file_update(chat)
     await core.console_identity(COORDINATOR)
