@@ -461,7 +461,7 @@ async def test_two_instances_on_postgresql_one_killed_the_survivor_finishes_with
         demo_db: Database, tmp_path: Any, request: pytest.FixtureRequest) -> None:
     if demo_db.is_sqlite:
         pytest.skip("several instances share PostgreSQL")
-    from tests.test_telegram_cli import finish, fpbot, free_port
+    from tests.test_telegram_cli import finish, fpbot, free_port, serving
 
     async with FakeBotAPI(TG_TOKEN) as fake:
         env = {"DATABASE_URL": demo_db.url, "TELEGRAM_TOKEN": TG_TOKEN,
@@ -470,18 +470,9 @@ async def test_two_instances_on_postgresql_one_killed_the_survivor_finishes_with
         doomed = await fpbot(tmp_path, env, "serve", "--port", str(ports[0]))
         survivor = await fpbot(tmp_path, env, "serve", "--port", str(ports[1]))
         try:
+            for port in ports:
+                await serving(port)
             async with httpx.AsyncClient() as http:
-                for port in ports:
-                    async def up(port: int = port) -> bool:
-                        try:
-                            return (await http.get(f"http://127.0.0.1:{port}/healthz")
-                                    ).status_code == 200
-                        except httpx.TransportError:
-                            return False
-                    deadline = time.monotonic() + 30
-                    while not await up():
-                        assert time.monotonic() < deadline, "serve did not come up"
-                        await asyncio.sleep(0.1)
                 fake.hang_next("sendMessage", times=1000)
                 for n in range(20):  # twenty people write to the doomed instance
                     update = {"update_id": 5000 + n, **fake.message_update(600 + n, "/help")}

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -20,7 +19,7 @@ from storage.deadlines import audience, sync_deadline
 from storage.models import DeadlineKind, Identity, OutboxItem, Person, Role, RoleName
 from tests.fakes.telegram_api import Call, FakeBotAPI
 from tests.test_digest import add_members
-from tests.test_telegram_cli import finish, fpbot, free_port
+from tests.test_telegram_cli import finish, fpbot, free_port, serving
 
 TOKEN = "123:abc"
 SECRET = "s3cret-hook_42"
@@ -149,23 +148,24 @@ async def test_two_instances_on_postgresql_send_each_reminder_once_and_one_diges
                       FPBOT_DIGEST_TIMEZONE="UTC")
         ports = [free_port(), free_port()]
         procs = [await fpbot(tmp_path, env, "serve", "--port", str(p)) for p in ports]
+        failed: AssertionError | None = None
         try:
-            async with httpx.AsyncClient() as http:
-                for port in ports:
-                    async def up(port: int = port) -> bool:
-                        try:
-                            return (await http.get(f"http://127.0.0.1:{port}/healthz")
-                                    ).status_code == 200
-                        except httpx.TransportError:
-                            return False
-                    await until(up, 30, "serve did not come up")
+            for port in ports:
+                await serving(port)
             await until(lambda: _all_sent(demo_db, deadline_id), 120, "not every reminder went")
             await until(lambda: [c for c in fake.calls_to("sendMessage")
                                  if c.status == 200 and c.params["chat_id"] == COORDINATOR_CHAT
                                  and "Secretariat digest" in c.params["text"]],
                         30, "no digest")
+        except AssertionError as exc:
+            failed = exc
         finally:
             logged = [await finish(p) for p in procs]
+        if failed is not None:  # what each instance said, to find why
+            sent = await marked_sent(demo_db, deadline_id)
+            raise AssertionError(f"{failed}; {sent} of {PEOPLE} marked sent, "
+                                 f"{len(reminders(fake))} taken by Telegram; logs:\n"
+                                 + "\n---\n".join(out[-4000:] for out in logged)) from failed
     chats = [int(c.params["chat_id"]) for c in reminders(fake)]
     assert len(chats) == len(set(chats)) == PEOPLE, logged
     digests = [c for c in fake.calls_to("sendMessage")

@@ -70,6 +70,22 @@ async def fpbot(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subp
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
+async def serving(port: int, timeout: float = 30) -> None:
+    """Wait until an `fpbot serve` on `port` answers /healthz (a starting process's port:
+    nothing to wait on but the port itself)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert loop.time() < deadline, f"fpbot serve on port {port} did not come up"
+            await asyncio.sleep(0.1)
+
+
 async def finish(proc: asyncio.subprocess.Process) -> str:
     """SIGTERM, wait, and return what the process logged."""
     if proc.returncode is None:
