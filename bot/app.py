@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from bot.delivery import Inbound, Liveness, Sender
@@ -25,6 +25,7 @@ from messages import Renderer
 from storage.db import Database, StoreUnavailable, safe_url
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.models import InboxItem, StoreIdentity
+from storage.upsert import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,18 @@ INBOX_KEEP = timedelta(days=7)  # platforms redeliver for a day at most
 
 
 async def store_identity(db: Database, now: datetime | None) -> str:
-    """The store's identity; written at its first opening when `now` is given."""
+    """The store's identity; written at its first opening when `now` is given.
+
+    Instances starting together on a new store both try to write it: the first insert wins
+    and every instance reads back that one (a plain insert failed the loser's start).
+    """
+    if now is not None:
+        async with db.transaction() as session:
+            await insert_ignore(session, StoreIdentity,
+                                [{"id": 1, "uid": uuid.uuid4().hex, "created_at": now}])
     async with db.transaction() as session:
-        row = await session.get(StoreIdentity, 1)
-        if row is None and now is not None:
-            row = StoreIdentity(id=1, uid=uuid.uuid4().hex, created_at=now)
-            session.add(row)
-        return row.uid if row is not None else ""
+        uid = await session.scalar(select(StoreIdentity.uid).where(StoreIdentity.id == 1))
+        return uid or ""
 
 
 class BotApp:

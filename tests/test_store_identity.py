@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,14 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.app import BotApp
+from bot.app import BotApp, store_identity
 from bot.delivery.inbound import StoreRefused
 from bot.runner import web_app
 from bot.settings import Settings
 from handlers.clock import FrozenClock
 from handlers.types import Incoming
-from storage.db import StoreUnavailable
+from storage.db import Database, StoreUnavailable
+from storage.models import StoreIdentity
 
 FPBOT = [sys.executable, "-m", "bot.cli"]
 
@@ -76,3 +80,28 @@ async def test_a_store_replaced_under_the_running_bot_refuses_writes_and_fails_h
             await empty.open()
         finally:
             await empty.close()
+
+
+async def test_instances_opening_a_new_store_together_agree_on_its_identity(
+        db: Database, clock: FrozenClock) -> None:
+    """Two instances started together on a new store: the second's first write of the
+    identity waits on the first's, and both then carry the first one's (the second used to
+    fail its start on the duplicate key)."""
+    other = Database(db.url, pooled=False)
+    try:
+        async with db.transaction() as session:  # the first instance, half-way through
+            session.add(StoreIdentity(id=1, uid="first-instance", created_at=clock.now()))
+            await session.flush()
+            second = asyncio.create_task(store_identity(other, clock.now()))
+            if not db.is_sqlite:  # let it reach the unique index it waits on
+                await until_waiting_on_a_lock(session)
+        assert await second == "first-instance"
+        assert await store_identity(db, None) == "first-instance"
+    finally:
+        await other.dispose()
+
+
+async def until_waiting_on_a_lock(session: AsyncSession) -> None:
+    """Until another PostgreSQL connection waits on a lock (pg_locks; no timing guess)."""
+    while not await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+        await asyncio.sleep(0.01)
