@@ -71,11 +71,18 @@ def reminders(fake: FakeBotAPI) -> list[Call]:
 
 
 async def marked_sent(db: Database, deadline_id: int) -> int:
+    """The deadline's reminders to the 500 recorded as sent (not the secretariat's list of
+    who is still missing: counted with it, the figure went from 499 to 501 when both were
+    marked in one go, and never equalled 500)."""
+    chats = [str(FIRST_CHAT + n) for n in range(PEOPLE)]
     async with db.transaction() as session:
         return int(await session.scalar(
             select(func.count()).select_from(OutboxItem)
             .where(OutboxItem.dedupe_key.like(f"reminder:{deadline_id}:%"),
-                   OutboxItem.status == "sent", OutboxItem.sent_via == "telegram")) or 0)
+                   OutboxItem.status == "sent", OutboxItem.sent_via == "telegram",
+                   OutboxItem.person_id.in_(
+                       select(Identity.person_id).where(Identity.platform == "telegram",
+                                                        Identity.chat_id.in_(chats))))) or 0)
 
 
 async def until(check: Any, timeout: float, what: str) -> None:
