@@ -130,6 +130,9 @@ class Identity(Base):
     # The platform refused a message for good (blocked the bot, account gone): since when, why.
     unreachable_since: Mapped[datetime | None] = mapped_column(nullable=True)
     unreachable_reason: Mapped[str] = mapped_column(String(200), default="")
+    # A fingerprint of the command menu this account was last given ("" none yet): a menu is
+    # set on the platform only when the person's set of commands changes.
+    menu_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     person: Mapped[Person] = relationship(back_populates="identities", lazy="joined")
 
