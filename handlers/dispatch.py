@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 Planner = Callable[[Incoming, list[Outgoing]], Sequence[Route]]
 
 # The store failing (down, locked, unreachable), as opposed to a bug in a query.
+# How fresh an account's `last_seen_at` is kept (which platform a person uses now).
+SEEN_EVERY = timedelta(minutes=1)
+
 STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
 
 
@@ -145,12 +149,16 @@ class Core:
         identity = await session.scalar(
             select(Identity)
             .where(Identity.platform == inc.platform, Identity.user_id == inc.user_id)
-            .options(joinedload(Identity.person).selectinload(Person.identities),
-                     joinedload(Identity.person).selectinload(Person.roles))
+            # The person and their roles in one round trip more; their other accounts only
+            # when a handler asks for them (`awaitable_attrs.identities`).
+            .options(joinedload(Identity.person).selectinload(Person.roles),
+                     joinedload(Identity.person).lazyload(Person.identities))
         )
         person = identity.person if identity is not None else None
+        now = self.clock.now()
         if identity is not None and seen:
-            identity.last_seen_at = self.clock.now()
+            if identity.last_seen_at is None or abs(now - identity.last_seen_at) > SEEN_EVERY:
+                identity.last_seen_at = now  # not rewritten for each of a burst of messages
             if identity.unreachable_since is not None:  # they wrote: reachable again
                 identity.unreachable_since, identity.unreachable_reason = None, ""
             if inc.private and inc.chat_id and identity.chat_id != inc.chat_id:
