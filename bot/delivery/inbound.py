@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from bot.delivery.errors import DeliveryFailure, Parts
 from bot.delivery.liveness import Liveness
@@ -31,6 +30,7 @@ from bot.delivery.stopping import finish
 from handlers.dispatch import STORE_ERRORS, Core
 from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, is_store_outage
 from storage.models import InboxItem, Instance
+from storage.upsert import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,24 @@ class Receiver(Protocol):
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
                       extras: Mapping[str, Any], parts: Parts | None = None) -> None: ...
+
+
+RECEIPT_BATCH = 200  # requests written in one transaction at most
+SEEN = -1  # a receipt's result: the inbox has that request already
+
+
+@dataclass
+class _Receipt:
+    platform: str
+    key: str
+    payload: dict[str, Any]
+    kept: asyncio.Future[int | None]
+
+
+def _retrieved(future: asyncio.Future[int | None]) -> None:
+    """Mark a receipt's failure as seen even when its caller gave up waiting."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
@@ -108,6 +126,8 @@ class Inbound:
         self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._late: set[asyncio.Task[None]] = set()
+        self._receipts: list[_Receipt] = []
+        self._writer: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: take nothing in
 
@@ -165,20 +185,63 @@ class Inbound:
                         payload["hints"])
 
     async def _keep(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
-        try:
-            async with self.db.transaction() as session:
-                item = InboxItem(platform=platform, key=key, payload=payload,
-                                 received_at=self.clock.now(), claimed_by=self.liveness.id)
-                session.add(item)
-                await session.flush()
-                return item.id
-        except IntegrityError:  # seen before: handled, or still in someone's hands
-            async with self.db.transaction() as session:
-                existing = await session.scalar(
-                    select(InboxItem).where(InboxItem.platform == platform, InboxItem.key == key))
-            if existing is None or existing.handled_at is not None:
-                return None
-            return None if existing.id in self._in_hand else await self._take_over(existing.id)
+        """Write one request to the inbox; its id, or None when it was seen before.
+
+        Requests arriving together are written together: each waits for the commit of the
+        batch it joined (one transaction for a burst, not one each: on SQLite every commit
+        takes the write lock in turn). Nothing is acknowledged before its own row is in."""
+        kept: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        kept.add_done_callback(_retrieved)
+        self._receipts.append(_Receipt(platform, key, payload, kept))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_receipts(), name="inbox-receipts")
+        inbox_id = await asyncio.shield(kept)  # a caller giving up does not stop the write
+        if inbox_id == SEEN:  # in the inbox already: handled, or still in someone's hands
+            return await self._seen_before(platform, key)
+        return inbox_id
+
+    async def _write_receipts(self) -> None:
+        """Write the waiting receipts, a batch per transaction, until none wait."""
+        while self._receipts:
+            batch = self._receipts[:RECEIPT_BATCH]
+            del self._receipts[:RECEIPT_BATCH]
+            now, me = self.clock.now(), self.liveness.id
+            first: dict[tuple[str, str], _Receipt] = {}
+            for r in batch:
+                first.setdefault((r.platform, r.key), r)
+            try:
+                async with self.db.transaction() as session:
+                    written = await insert_ignore(session, InboxItem, [
+                        {"platform": r.platform, "key": r.key, "payload": r.payload,
+                         "received_at": now, "attempts": 0, "claimed_by": me}
+                        for r in first.values()], returning=("id", "platform", "key"))
+            except asyncio.CancelledError:  # a hung store at shutdown: nothing was kept
+                for r in (*batch, *self._receipts):
+                    r.kept.cancel()
+                raise
+            except Exception as exc:  # the store failed: each caller decides what then
+                for r in batch:
+                    if not r.kept.done():
+                        r.kept.set_exception(exc)
+                continue
+            ids = {(platform, key): inbox_id for inbox_id, platform, key in written}
+            for r in batch:
+                if r.kept.done():
+                    continue
+                if first[(r.platform, r.key)] is not r:
+                    r.kept.set_result(None)  # the same request twice in one burst: once
+                else:
+                    r.kept.set_result(ids.get((r.platform, r.key), SEEN))
+
+    async def _seen_before(self, platform: str, key: str) -> int | None:
+        """A request the inbox has: None when handled or in hand; else it is taken over."""
+        async with self.db.reading() as session:
+            existing = (await session.execute(
+                select(InboxItem.id, InboxItem.handled_at)
+                .where(InboxItem.platform == platform, InboxItem.key == key))).first()
+        if existing is None or existing.handled_at is not None:
+            return None
+        return None if existing.id in self._in_hand else await self._take_over(existing.id)
 
     async def _take_over(self, inbox_id: int) -> int | None:
         """Claim an unhandled item unless a live instance (other than us) holds it."""
@@ -369,7 +432,7 @@ class Inbound:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is in hand (briefly); the rest stays in the inbox."""
         self._stopping.set()
-        await finish([self._runner], grace)
+        await finish([self._runner, self._writer], grace)
         self._runner = None
         tasks = [*self._lane_tasks.values(), *self._late]
         if tasks:
