@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
+from bot.delivery.batches import GroupCommit
 from bot.delivery.errors import DeliveryFailure, Parts
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
@@ -71,18 +72,11 @@ RECEIPT_BATCH = 200  # requests written in one transaction at most
 SEEN = -1  # a receipt's result: the inbox has that request already
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Receipt:
     platform: str
     key: str
     payload: dict[str, Any]
-    kept: asyncio.Future[int | None]
-
-
-def _retrieved(future: asyncio.Future[int | None]) -> None:
-    """Mark a receipt's failure as seen even when its caller gave up waiting."""
-    if not future.cancelled():
-        future.exception()
 
 
 @dataclass
@@ -126,8 +120,8 @@ class Inbound:
         self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._late: set[asyncio.Task[None]] = set()
-        self._receipts: list[_Receipt] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._receipts = GroupCommit(self._write_receipts, name="inbox-receipts",
+                                     limit=RECEIPT_BATCH)
         self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: take nothing in
 
@@ -187,51 +181,28 @@ class Inbound:
     async def _keep(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
         """Write one request to the inbox; its id, or None when it was seen before.
 
-        Requests arriving together are written together: each waits for the commit of the
-        batch it joined (one transaction for a burst, not one each: on SQLite every commit
-        takes the write lock in turn). Nothing is acknowledged before its own row is in."""
-        kept: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        kept.add_done_callback(_retrieved)
-        self._receipts.append(_Receipt(platform, key, payload, kept))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_receipts(), name="inbox-receipts")
-        inbox_id = await asyncio.shield(kept)  # a caller giving up does not stop the write
+        Requests arriving together are written together (`GroupCommit`): one transaction
+        for a burst, not one each. Nothing is acknowledged before its own row is in."""
+        inbox_id = await self._receipts(_Receipt(platform, key, payload))
         if inbox_id == SEEN:  # in the inbox already: handled, or still in someone's hands
             return await self._seen_before(platform, key)
         return inbox_id
 
-    async def _write_receipts(self) -> None:
-        """Write the waiting receipts, a batch per transaction, until none wait."""
-        while self._receipts:
-            batch = self._receipts[:RECEIPT_BATCH]
-            del self._receipts[:RECEIPT_BATCH]
-            now, me = self.clock.now(), self.liveness.id
-            first: dict[tuple[str, str], _Receipt] = {}
-            for r in batch:
-                first.setdefault((r.platform, r.key), r)
-            try:
-                async with self.db.transaction() as session:
-                    written = await insert_ignore(session, InboxItem, [
-                        {"platform": r.platform, "key": r.key, "payload": r.payload,
-                         "received_at": now, "attempts": 0, "claimed_by": me}
-                        for r in first.values()], returning=("id", "platform", "key"))
-            except asyncio.CancelledError:  # a hung store at shutdown: nothing was kept
-                for r in (*batch, *self._receipts):
-                    r.kept.cancel()
-                raise
-            except Exception as exc:  # the store failed: each caller decides what then
-                for r in batch:
-                    if not r.kept.done():
-                        r.kept.set_exception(exc)
-                continue
-            ids = {(platform, key): inbox_id for inbox_id, platform, key in written}
-            for r in batch:
-                if r.kept.done():
-                    continue
-                if first[(r.platform, r.key)] is not r:
-                    r.kept.set_result(None)  # the same request twice in one burst: once
-                else:
-                    r.kept.set_result(ids.get((r.platform, r.key), SEEN))
+    async def _write_receipts(self, batch: Sequence[_Receipt]) -> list[int | None]:
+        """Insert a batch of requests in one transaction: each one's id, SEEN for one the
+        inbox has already, None for the second of the same request in one burst."""
+        first: dict[tuple[str, str], _Receipt] = {}
+        for r in batch:
+            first.setdefault((r.platform, r.key), r)
+        now, me = self.clock.now(), self.liveness.id
+        async with self.db.transaction() as session:
+            written = await insert_ignore(session, InboxItem, [
+                {"platform": r.platform, "key": r.key, "payload": r.payload,
+                 "received_at": now, "attempts": 0, "claimed_by": me}
+                for r in first.values()], returning=("id", "platform", "key"))
+        ids = {(platform, key): inbox_id for inbox_id, platform, key in written}
+        return [ids.get((r.platform, r.key), SEEN) if first[(r.platform, r.key)] is r
+                else None for r in batch]
 
     async def _seen_before(self, platform: str, key: str) -> int | None:
         """A request the inbox has: None when handled or in hand; else it is taken over."""
@@ -432,7 +403,7 @@ class Inbound:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is in hand (briefly); the rest stays in the inbox."""
         self._stopping.set()
-        await finish([self._runner, self._writer], grace)
+        await finish([self._runner, self._receipts.task], grace)
         self._runner = None
         tasks = [*self._lane_tasks.values(), *self._late]
         if tasks:
