@@ -42,7 +42,7 @@ async def store_identity(db: Database, now: datetime | None) -> str:
         async with db.transaction() as session:
             await insert_ignore(session, StoreIdentity,
                                 [{"id": 1, "uid": uuid.uuid4().hex, "created_at": now}])
-    async with db.transaction() as session:
+    async with db.reading() as session:
         uid = await session.scalar(select(StoreIdentity.uid).where(StoreIdentity.id == 1))
         return uid or ""
 

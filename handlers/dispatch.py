@@ -7,9 +7,12 @@ retried; anything else is logged with its traceback and the person gets one apol
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 Planner = Callable[[Incoming, list[Outgoing]], Sequence[Route]]
 
 # The store failing (down, locked, unreachable), as opposed to a bug in a query.
+# How fresh an account's `last_seen_at` is kept (which platform a person uses now).
+SEEN_EVERY = timedelta(minutes=1)
+
 STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
 
 
@@ -87,8 +93,12 @@ class Core:
                     raise
                 written = list(ctx.outbox_written)
                 if inbox_id is not None:
-                    written += await add_replies(session, inc.platform, inbox_id,
-                                                 self._routes(inc, replies, plan),
+                    routes = self._routes(inc, replies, plan)
+                    if routes and inc.private:
+                        menu = await self._menu_change(ctx)
+                        if menu is not None:  # the adapter sets it with the last reply
+                            routes[-1][2]["commands"] = menu
+                    written += await add_replies(session, inc.platform, inbox_id, routes,
                                                  self.clock.now())
         except UserError as err:
             replies = [Outgoing(err.key, dict(err.context))]
@@ -134,16 +144,21 @@ class Core:
             Route(inc.chat_id, r) for r in replies]
         return [(r.chat_id, r.message.to_dict(), r.extras, r.lane) for r in routes]
 
-    async def _context(self, session: AsyncSession, inc: Incoming) -> Context:
+    async def _context(self, session: AsyncSession, inc: Incoming, *,
+                       seen: bool = True) -> Context:
         identity = await session.scalar(
             select(Identity)
             .where(Identity.platform == inc.platform, Identity.user_id == inc.user_id)
-            .options(joinedload(Identity.person).selectinload(Person.identities),
-                     joinedload(Identity.person).selectinload(Person.roles))
+            # The person and their roles in one round trip more; their other accounts only
+            # when a handler asks for them (`awaitable_attrs.identities`).
+            .options(joinedload(Identity.person).selectinload(Person.roles),
+                     joinedload(Identity.person).lazyload(Person.identities))
         )
         person = identity.person if identity is not None else None
-        if identity is not None:
-            identity.last_seen_at = self.clock.now()
+        now = self.clock.now()
+        if identity is not None and seen:
+            if identity.last_seen_at is None or abs(now - identity.last_seen_at) > SEEN_EVERY:
+                identity.last_seen_at = now  # not rewritten for each of a burst of messages
             if identity.unreachable_since is not None:  # they wrote: reachable again
                 identity.unreachable_since, identity.unreachable_reason = None, ""
             if inc.private and inc.chat_id and identity.chat_id != inc.chat_id:
@@ -261,8 +276,8 @@ class Core:
     async def home(self, platform: str, user_id: str) -> Outgoing:
         """The dashboard of the person behind an account (Slack's App Home)."""
         inc = Incoming(platform=platform, user_id=user_id, chat_id="")
-        async with self.db.transaction() as session:
-            ctx = await self._context(session, inc)
+        async with self.db.reading() as session:
+            ctx = await self._context(session, inc, seen=False)
             return self._finish(ctx, [await dashboard(ctx)])[0]
 
     async def form_in_progress(self, platform: str, user_id: str) -> Outgoing | None:
@@ -277,7 +292,7 @@ class Core:
 
     async def account_of_chat(self, platform: str, chat_id: str) -> str | None:
         """The account (platform user id) whose private chat is `chat_id`, if known."""
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             return await session.scalar(
                 select(Identity.user_id).where(Identity.platform == platform,
                                                Identity.chat_id == chat_id).limit(1))
@@ -285,9 +300,33 @@ class Core:
     async def commands_for(self, platform: str, user_id: str) -> list[tuple[str, str]]:
         """`(command, one-line description)` for each command the account may use."""
         inc = Incoming(platform=platform, user_id=user_id, chat_id="")
+        async with self.db.reading() as session:
+            ctx = await self._context(session, inc, seen=False)
+            return [(name, text) for name, text in self._menu(ctx)]
+
+    def _menu(self, ctx: Context) -> list[list[str]]:
+        return [[c.name, ctx.label(c.help)] for c in listed(self.command_list, ctx)]
+
+    async def _menu_change(self, ctx: Context) -> list[list[str]] | None:
+        """The caller's command menu when it is not the one their account was last given
+        (the account keeps its fingerprint), else None; the new one counts as given."""
+        if ctx.identity is None:  # a stranger; unless this very message bound the account
+            ctx = await self._context(ctx.session, ctx.incoming, seen=False)
+            if ctx.identity is None:
+                return None
+        menu = self._menu(ctx)
+        key = hashlib.sha256(json.dumps(menu).encode()).hexdigest()[:32]
+        if ctx.identity.menu_key == key:
+            return None
+        ctx.identity.menu_key = key
+        return menu
+
+    async def forget_menu(self, platform: str, user_id: str) -> None:
+        """The platform refused an account's menu: set it again after their next message."""
         async with self.db.transaction() as session:
-            ctx = await self._context(session, inc)
-            return [(c.name, ctx.label(c.help)) for c in listed(self.command_list, ctx)]
+            await session.execute(update(Identity).where(Identity.platform == platform,
+                                                         Identity.user_id == user_id)
+                                  .values(menu_key=""))
 
     async def remember_form_message(self, platform: str, user_id: str, ref: str) -> None:
         """Note the platform message that shows someone's current form step."""

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.context import Context
 from handlers.routing import Command, listed
 from handlers.types import Incoming, Outgoing, UserError
-from storage.models import Chair, Member
+from storage.models import Chair, Member, MemberName, fold_name
 
 
 @dataclass(frozen=True)
@@ -24,33 +24,27 @@ class TroikaSeat:
     demo: bool = False  # a demo chair (fpbot demo), not a real one
 
 
-def _fold(text: str) -> str:
-    return " ".join(text.casefold().replace("-", " ").split())
-
-
 async def find_member(session: AsyncSession, text: str) -> Member | None:
     """The member someone means: by code, name or alias, ignoring case, dashes and spacing."""
-    wanted = _fold(text)
+    wanted = fold_name(text)
     if not wanted:
         return None
-    for member in await session.scalars(select(Member)):
-        names = [member.code, member.name, *member.aliases.split(";")]
-        if any(_fold(n) == wanted for n in names if n):
-            return member
-    return None
+    return await session.scalar(
+        select(Member).join(MemberName, MemberName.member_id == Member.id)
+        .where(MemberName.name == wanted).order_by(Member.id).limit(1))
 
 
 async def close_member(session: AsyncSession, text: str) -> Member | None:
     """The member a mistyped name most likely means ("Chlie": Chile), by its name, code or
     aliases; None when nothing is close."""
-    wanted = _fold(text)
+    wanted = fold_name(text)
     if not wanted:
         return None
     names: dict[str, Member] = {}
     for member in await session.scalars(select(Member).order_by(Member.name)):
         for n in (member.name, member.code, *member.aliases.split(";")):
-            if n and _fold(n) not in names:
-                names[_fold(n)] = member
+            if n and fold_name(n) not in names:
+                names[fold_name(n)] = member
     close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.75)
     return names[close[0]] if close else None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from handlers import forms
 from handlers.context import Context
@@ -39,11 +39,16 @@ VERBS = ("approve", "changes", "reject", "sections")
 
 
 async def _next_in_queue(ctx: Context) -> tuple[NationalUpdate | None, int]:
-    rows = list(await ctx.session.scalars(
-        select(NationalUpdate).where(NationalUpdate.status == UpdateStatus.SUBMITTED)
-        .order_by(NationalUpdate.submitted_at, NationalUpdate.id)
-    ))
-    return (rows[0] if rows else None), len(rows)
+    """The oldest update waiting for review, and how many wait (both by ix_update_status)."""
+    waiting = NationalUpdate.status == UpdateStatus.SUBMITTED
+    count = int(await ctx.session.scalar(
+        select(func.count()).select_from(NationalUpdate).where(waiting)) or 0)
+    if not count:
+        return None, 0
+    oldest = await ctx.session.scalar(
+        select(NationalUpdate).where(waiting)
+        .order_by(NationalUpdate.submitted_at, NationalUpdate.id).limit(1))
+    return oldest, count
 
 
 def _buttons(ctx: Context, row: NationalUpdate) -> tuple[Choice, ...]:

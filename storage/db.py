@@ -1,7 +1,9 @@
 """The connection to the store: one async engine, short transactions, SQLite tuned for a bot.
 
 SQLite gets foreign keys, WAL, a busy timeout and `BEGIN IMMEDIATE` transactions, so that a
-read-then-write never fails half-way on a busy snapshot. PostgreSQL goes through asyncpg.
+read-then-write never fails half-way on a busy snapshot; work that only reads (`reading()`,
+`check()`) begins a plain deferred transaction and never touches the write lock. PostgreSQL
+goes through asyncpg.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def safe_url(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+READING = "fpbot_reading"  # execution option of a read-only transaction
+
+
 class Database:
     """Owns the engine and hands out sessions."""
 
@@ -85,6 +90,17 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction that only reads: on SQLite a plain (deferred)
+        `BEGIN`, so it never waits for or holds the write lock; rolled back at the end."""
+        async with self.sessions() as session:
+            await session.connection(execution_options={READING: True})  # begins it
+            try:
+                yield session
+            finally:
+                await session.rollback()
+
     async def check(self) -> None:
         """Open a connection once, turning any failure into one clear `StoreUnavailable`."""
         if self.is_sqlite:
@@ -107,6 +123,7 @@ class Database:
                     ) from exc
         try:
             async with self.engine.connect() as conn:
+                conn = await conn.execution_options(**{READING: True})
                 await conn.exec_driver_sql("SELECT 1")
         except Exception as exc:  # any driver's failure: one sentence for the operator
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or type(exc).__name__
@@ -134,4 +151,7 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction that writes takes the write lock at once (no upgrade deadlock later);
+        # one that only reads (`Database.reading`) takes none.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READING)
+                             else "BEGIN IMMEDIATE")

@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from storage.db import Database
+from storage.db import READING, Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,6 +36,7 @@ async def upgrade(db: Database, revision: str = "head") -> None:
 
 async def current_revision(db: Database) -> str | None:
     async with db.engine.connect() as conn:
+        conn = await conn.execution_options(**{READING: True})
         return await conn.run_sync(
             lambda c: MigrationContext.configure(c).get_current_revision()
         )

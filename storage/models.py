@@ -23,6 +23,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    insert,
 )
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -79,6 +81,32 @@ class Member(Base):
     aliases: Mapped[str] = mapped_column(String(255), default="")
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
 
+    def names(self) -> set[str]:
+        """Every way the member is written (code, name, aliases), folded."""
+        return {fold_name(n) for n in (self.code, self.name, *self.aliases.split(";"))
+                if fold_name(n)}
+
+
+def fold_name(text: str) -> str:
+    """A name as people type it, whatever the case, dashes and spacing: "cote d'ivoire"."""
+    return " ".join(text.casefold().replace("-", " ").split())
+
+
+class MemberName(Base):
+    """The index by which a member is found from what someone typed: each of its folded names
+    (written with the member, see `_index_member_names`)."""
+
+    __tablename__ = "member_name"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"),
+                                           primary_key=True)
+
+
+@event.listens_for(Member, "after_insert")
+def _index_member_names(_mapper: Any, connection: Any, member: Member) -> None:
+    connection.execute(insert(MemberName), [{"name": n, "member_id": member.id}
+                                            for n in sorted(member.names())])
+
 
 class Person(Base):
     """Someone the Network knows: a focal point, a secretariat officer, a civil society partner."""
@@ -130,6 +158,9 @@ class Identity(Base):
     # The platform refused a message for good (blocked the bot, account gone): since when, why.
     unreachable_since: Mapped[datetime | None] = mapped_column(nullable=True)
     unreachable_reason: Mapped[str] = mapped_column(String(200), default="")
+    # A fingerprint of the command menu this account was last given ("" none yet): a menu is
+    # set on the platform only when the person's set of commands changes.
+    menu_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     person: Mapped[Person] = relationship(back_populates="identities", lazy="joined")
 

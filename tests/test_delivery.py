@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from bot.delivery import Inbound, Liveness, Parts, PermanentFailure, Sender, TemporaryFailure
 from handlers import COMMANDS, FORMS, FREE_TEXT
@@ -124,6 +125,66 @@ async def test_a_redelivered_update_is_acted_on_once(core: Core) -> None:
         assert await one.inbound.receive("telegram", "update-1", inc) is None
     assert [k for _, k in tg.sent] == ["onboarding.hello", "forms.question"]
     assert "Welcome" in tg.texts[0] or "Hello" in tg.texts[0]
+
+
+async def test_a_burst_of_requests_is_kept_in_few_transactions_each_once(core: Core) -> None:
+    """50 requests arriving together (the same one twice among them) are written in batches:
+    each gets its own inbox item, the repeat gets none, all are answered once."""
+    tg = Recorder("telegram")
+    commits: list[int] = []
+
+    def committed(_conn: object) -> None:
+        commits.append(1)
+
+    event.listen(core.db.engine.sync_engine, "commit", committed)
+    try:
+        async with Instance_(core, tg) as one:
+            incs = [Incoming(platform="telegram", user_id=str(9100 + n), chat_id=str(9100 + n),
+                             text="/help") for n in range(50)]
+            commits.clear()
+            kept = await asyncio.gather(
+                *(one.inbound.receive("telegram", f"burst-{n}", inc, handle=False)
+                  for n, inc in enumerate(incs)),
+                one.inbound.receive("telegram", "burst-7", incs[7], handle=False))
+            receipts = len(commits)
+            ids = kept[:50]
+            assert None not in ids and len(set(ids)) == 50 and kept[50] is None
+            assert receipts < 10, receipts  # one commit per batch, not one per request
+            for inbox_id, inc in zip(ids, incs, strict=True):
+                one.inbound.submit("telegram", inbox_id, inc, {})
+            await one.inbound.wait_idle()
+            await one.sender.flush()
+    finally:
+        event.remove(core.db.engine.sync_engine, "commit", committed)
+    assert sorted(int(chat) for chat, _ in tg.sent) == list(range(9100, 9150))
+    assert all("/help" in text or "commands" in text for text in tg.texts)
+
+
+async def test_a_store_failing_under_a_burst_keeps_none_of_it_and_then_recovers(
+        core: Core) -> None:
+    """The batch's transaction fails: every request in it is refused (the platform will send
+    it again), none half-kept; the next request is kept."""
+    async with Instance_(core, Recorder("telegram")) as one:
+        incs = [Incoming(platform="telegram", user_id=str(9200 + n), chat_id=str(9200 + n),
+                         text="/help") for n in range(5)]
+        broken = core.db.engine.sync_engine
+
+        def fail(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if statement.startswith("INSERT INTO inbox"):
+                raise OperationalError(statement, {}, sqlite3.OperationalError("disk I/O error"))
+
+        event.listen(broken, "before_cursor_execute", fail)
+        try:
+            results = await asyncio.gather(
+                *(one.inbound.receive("telegram", f"lost-{n}", inc, handle=False)
+                  for n, inc in enumerate(incs)), return_exceptions=True)
+        finally:
+            event.remove(broken, "before_cursor_execute", fail)
+        assert all(isinstance(r, Exception) for r in results), results
+        async with core.db.transaction() as session:
+            assert not await session.scalar(select(func.count()).select_from(InboxItem)
+                                            .where(InboxItem.key.like("lost-%")))
+        assert await one.inbound.receive("telegram", "lost-0", incs[0], handle=False)
 
 
 async def test_an_update_kept_by_a_dead_instance_is_handled_by_another(core: Core) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,28 @@ async def until_waiting_on_a_lock(session: AsyncSession) -> None:
     """Until another PostgreSQL connection waits on a lock (pg_locks; no timing guess)."""
     while not await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
         await asyncio.sleep(0.01)
+
+
+async def test_what_only_reads_does_not_wait_for_a_writer_on_sqlite(
+        tmp_path: Path, clock: FrozenClock) -> None:
+    """Another process holds SQLite's write lock (a long import, a migration): /healthz, the
+    command menus and App Home still answer, as they only read (they used to queue for the
+    write lock, and after the busy timeout /healthz said the store was unavailable)."""
+    path = tmp_path / "fpbot.db"
+    app = BotApp(Settings(database_url=f"sqlite+aiosqlite:///{path}"), clock=clock)
+    await app.open(create=True)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web_app(app, [])),
+                                     base_url="http://bot") as http:
+            health = await http.get("/healthz")
+        assert health.status_code == 200, health.text
+        menu = await app.core.commands_for("telegram", "")
+        assert [name for name, _ in menu] == ["start", "help", "cancel"]
+        home = await app.core.home("slack", "U-stranger")
+        assert home.key == "home.stranger"
+    finally:
+        writer.rollback()
+        writer.close()
+        await app.close()

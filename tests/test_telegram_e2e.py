@@ -43,6 +43,8 @@ from storage.models import (
     MembershipRequest,
     OutboxItem,
     Person,
+    Role,
+    RoleName,
 )
 from tests.conftest import COORDINATOR, FP_CHILE
 from tests.fakes.telegram_api import Call, FakeBotAPI
@@ -189,6 +191,61 @@ async def test_start_with_an_invitation_code_welcomes_and_sets_the_menu(world: W
     assert "whoami" in menus[("chat", 42)]
     assert await world.unanswered() == 0
     assert world.fake.pending_updates() == []
+
+
+def chat_menus(fake: FakeBotAPI, chat_id: int) -> list[list[str]]:
+    """Each command menu set for one private chat, in order (what the person's "/" shows)."""
+    return [[x["command"] for x in c.params["commands"]] for c in fake.calls_to("setMyCommands")
+            if c.status == 200 and c.params["scope"].get("chat_id") == chat_id]
+
+
+async def test_a_menu_is_set_when_the_commands_change_not_per_message_nor_per_restart(
+        world: World) -> None:
+    code = await world.invite_code()
+    await world.start()
+    world.say(f"/start {code}", chat_id=42)
+    await world.replies(1)
+    for n in (2, 3, 4):
+        world.say("/help" if n % 2 else "/whoami", chat_id=42)
+        await world.replies(n)
+    await world.settle()
+    [menu] = chat_menus(world.fake, 42)
+    assert "whoami" in menu and "newsletter" not in menu
+    await world.stop()  # a restart: the store, not the process, knows what was set
+    await world.start()
+    world.say("/help", chat_id=42)
+    await world.replies(5)
+    await world.settle()
+    assert len(chat_menus(world.fake, 42)) == 1
+    assert [c.params["scope"]["type"] for c in world.fake.calls_to("setMyCommands")] == [
+        "default", "chat", "default"]  # strangers' menu once per start, nobody else's
+    # Chile's focal point joins the secretariat: their next message brings the new menu.
+    async with world.db.transaction() as session:
+        person = await session.scalar(select(Person).where(Person.email == FP_CHILE))
+        assert person is not None
+        session.add(Role(person_id=person.id, member_id=None, role=RoleName.SECRETARIAT))
+    world.say("/help", chat_id=42)
+    [*_, reply] = await world.replies(6)
+    await world.settle()
+    assert "/newsletter" in reply.params["text"]
+    first, second = chat_menus(world.fake, 42)
+    assert "newsletter" in second and "newsletter" not in first
+
+
+async def test_a_menu_telegram_refused_is_set_again_after_the_next_message(world: World) -> None:
+    code = await world.invite_code()
+    await world.start()
+    world.fake.fail_next("setMyCommands", status=502)  # the person's menu (the default is set)
+    world.say(f"/start {code}", chat_id=42)
+    [welcome] = await world.replies(1)
+    await world.settle()
+    assert "Welcome, " in welcome.params["text"] and chat_menus(world.fake, 42) == []
+    world.say("/help", chat_id=42)
+    await world.replies(2)
+    await world.settle()
+    [menu] = chat_menus(world.fake, 42)
+    assert "whoami" in menu
+    assert await world.unanswered() == 0
 
 
 # -- forms --------------------------------------------------------------------------------

@@ -397,8 +397,6 @@ class TelegramAdapter:
         self._poller: asyncio.Task[None] | None = None
         self._storing = False  # the poller is keeping a batch in the inbox: not to be cancelled
         self._acks: set[asyncio.Task[None]] = set()
-        self._menus: dict[int, list[tuple[str, str]]] = {}
-        self._default_menu: list[tuple[str, str]] = []
         self._redactor = RedactSecrets(self.settings.secrets)
         self._guarded: list[logging.Logger] = []
 
@@ -512,9 +510,9 @@ class TelegramAdapter:
                                       edit=int(edit) if edit else None, parts=parts or Parts())
             if edit and not edited:
                 await self._strip_keyboard(target, int(edit))
-        menu = extras.get("menu", None if extras else target)
-        if isinstance(menu, int | str) and str(menu).isdigit():
-            await self._refresh_menu(int(menu))
+        commands = extras.get("commands")  # the person's menu changed with this reply
+        if isinstance(commands, list) and user is not None and str(user).isdigit():
+            await self._set_menu(int(user), commands)
 
     async def download(self, file_id: str) -> bytes:
         """The content of a file someone sent (fetched with getFile only now)."""
@@ -553,7 +551,7 @@ class TelegramAdapter:
             target = inc.chat_id
             if out.private and not inc.private:
                 target, moved = inc.user_id, True
-            extras: dict[str, Any] = {"user": inc.user_id, "menu": None}
+            extras: dict[str, Any] = {"user": inc.user_id}
             if pressed is not None:
                 if target == inc.chat_id:
                     extras["edit"] = pressed
@@ -563,10 +561,7 @@ class TelegramAdapter:
             routes.append(RouteTo(inc.chat_id,
                                   Outgoing("telegram.answered_privately",
                                            {"bot": self.bot_username}),
-                                  {"if_refused": "telegram.cannot_write_privately",
-                                   "menu": None}, lane))
-        if routes and inc.private:
-            routes[-1].extras["menu"] = inc.user_id
+                                  {"if_refused": "telegram.cannot_write_privately"}, lane))
         return routes
 
     async def prepare(self, inc: Incoming) -> Incoming:
@@ -770,27 +765,25 @@ class TelegramAdapter:
     async def _set_default_menu(self) -> None:
         """Strangers see the commands anyone may use."""
         try:
-            self._default_menu = await self.core.commands_for(PLATFORM, "")
+            commands = await self.core.commands_for(PLATFORM, "")
             await self.bot.set_my_commands(
-                [BotCommand(name, text[:256]) for name, text in self._default_menu],
+                [BotCommand(name, text[:256]) for name, text in commands],
                 scope=BotCommandScopeDefault())
         except (*STORE_ERRORS, TelegramError) as exc:
             log.warning("default commands menu not set: %s", type(exc).__name__)
 
-    async def _refresh_menu(self, user_id: int) -> None:
-        """Show a person, in their private chat, the commands of their role."""
+    async def _set_menu(self, user_id: int, commands: list[list[str]]) -> None:
+        """Show a person, in their private chat, the commands of their role. The core sends
+        a menu only when the person's set of commands changed (their account remembers the
+        one it was given); one Telegram refused is set again after their next message."""
         try:
-            commands = await self.core.commands_for(PLATFORM, str(user_id))
-            known = self._menus.get(user_id, self._default_menu)
-            if commands == known:
-                self._menus[user_id] = commands
-                return
             await self.bot.set_my_commands(
                 [BotCommand(name, text[:256]) for name, text in commands],
                 scope=BotCommandScopeChat(user_id))
-            self._menus[user_id] = commands
-        except (*STORE_ERRORS, TelegramError) as exc:
+        except TelegramError as exc:
             log.warning("commands menu of a chat not set: %s", type(exc).__name__)
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.core.forget_menu(PLATFORM, str(user_id))
 
     # -- logs -----------------------------------------------------------------------------
     def _guard_logs(self) -> None:

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
+from bot.delivery.batches import GroupCommit
 from bot.delivery.errors import DeliveryFailure, Parts
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
 from handlers.dispatch import STORE_ERRORS, Core
 from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, is_store_outage
 from storage.models import InboxItem, Instance
+from storage.upsert import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ class Receiver(Protocol):
 
     async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
                       extras: Mapping[str, Any], parts: Parts | None = None) -> None: ...
+
+
+RECEIPT_BATCH = 200  # requests written in one transaction at most
+SEEN = -1  # a receipt's result: the inbox has that request already
+
+
+@dataclass(frozen=True)
+class _Receipt:
+    platform: str
+    key: str
+    payload: dict[str, Any]
 
 
 @dataclass
@@ -108,6 +120,8 @@ class Inbound:
         self._stopping = asyncio.Event()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._late: set[asyncio.Task[None]] = set()
+        self._receipts = GroupCommit(self._write_receipts, name="inbox-receipts",
+                                     limit=RECEIPT_BATCH)
         self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: take nothing in
 
@@ -165,20 +179,40 @@ class Inbound:
                         payload["hints"])
 
     async def _keep(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
-        try:
-            async with self.db.transaction() as session:
-                item = InboxItem(platform=platform, key=key, payload=payload,
-                                 received_at=self.clock.now(), claimed_by=self.liveness.id)
-                session.add(item)
-                await session.flush()
-                return item.id
-        except IntegrityError:  # seen before: handled, or still in someone's hands
-            async with self.db.transaction() as session:
-                existing = await session.scalar(
-                    select(InboxItem).where(InboxItem.platform == platform, InboxItem.key == key))
-            if existing is None or existing.handled_at is not None:
-                return None
-            return None if existing.id in self._in_hand else await self._take_over(existing.id)
+        """Write one request to the inbox; its id, or None when it was seen before.
+
+        Requests arriving together are written together (`GroupCommit`): one transaction
+        for a burst, not one each. Nothing is acknowledged before its own row is in."""
+        inbox_id = await self._receipts(_Receipt(platform, key, payload))
+        if inbox_id == SEEN:  # in the inbox already: handled, or still in someone's hands
+            return await self._seen_before(platform, key)
+        return inbox_id
+
+    async def _write_receipts(self, batch: Sequence[_Receipt]) -> list[int | None]:
+        """Insert a batch of requests in one transaction: each one's id, SEEN for one the
+        inbox has already, None for the second of the same request in one burst."""
+        first: dict[tuple[str, str], _Receipt] = {}
+        for r in batch:
+            first.setdefault((r.platform, r.key), r)
+        now, me = self.clock.now(), self.liveness.id
+        async with self.db.transaction() as session:
+            written = await insert_ignore(session, InboxItem, [
+                {"platform": r.platform, "key": r.key, "payload": r.payload,
+                 "received_at": now, "attempts": 0, "claimed_by": me}
+                for r in first.values()], returning=("id", "platform", "key"))
+        ids = {(platform, key): inbox_id for inbox_id, platform, key in written}
+        return [ids.get((r.platform, r.key), SEEN) if first[(r.platform, r.key)] is r
+                else None for r in batch]
+
+    async def _seen_before(self, platform: str, key: str) -> int | None:
+        """A request the inbox has: None when handled or in hand; else it is taken over."""
+        async with self.db.reading() as session:
+            existing = (await session.execute(
+                select(InboxItem.id, InboxItem.handled_at)
+                .where(InboxItem.platform == platform, InboxItem.key == key))).first()
+        if existing is None or existing.handled_at is not None:
+            return None
+        return None if existing.id in self._in_hand else await self._take_over(existing.id)
 
     async def _take_over(self, inbox_id: int) -> int | None:
         """Claim an unhandled item unless a live instance (other than us) holds it."""
@@ -369,7 +403,7 @@ class Inbound:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is in hand (briefly); the rest stays in the inbox."""
         self._stopping.set()
-        await finish([self._runner], grace)
+        await finish([self._runner, self._receipts.task], grace)
         self._runner = None
         tasks = [*self._lane_tasks.values(), *self._late]
         if tasks:

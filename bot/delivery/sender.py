@@ -23,14 +23,15 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, select, text, update
+from sqlalchemy import bindparam, exists, select, text, update
 from sqlalchemy.orm import selectinload
 
+from bot.delivery.batches import GroupCommit
 from bot.delivery.errors import DeliveryFailure, Parts, PermanentFailure, TemporaryFailure
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
@@ -93,6 +94,7 @@ class Sender:
         # Sends in flight at once, all lanes together: the platforms pace us to ~30/s anyway,
         # and few rows sent-but-not-yet-marked keep the at-least-once window after a crash small.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._marks = GroupCommit(self._write_marks, name="outbox-marks")
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -341,18 +343,27 @@ class Sender:
         pause = 0.05
         while True:
             try:
-                async with self.db.transaction() as session:
-                    await session.execute(
-                        update(OutboxItem).where(OutboxItem.id == row_id,
-                                                 OutboxItem.status == "pending")
-                        .values(status="sent", sent_at=self.clock.now(), sent_via=platform,
-                                claimed_by=None))
+                await self._marks((row_id, platform))  # with the others sent meanwhile
                 return
             except Exception as exc:  # any failure, see above
                 log.warning("outbox row %s sent but not yet marked (store failing: %s); "
                             "retrying in %.1f s", row_id, type(exc).__name__, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    async def _write_marks(self, sent: Sequence[tuple[int, str]]) -> list[None]:
+        """Mark a batch of rows sent, in one transaction."""
+        table: Any = OutboxItem.__table__
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            connection = await session.connection()
+            await connection.execute(
+                update(table).where(table.c.id == bindparam("row"),
+                                    table.c.status == "pending")
+                .values(status="sent", sent_at=now, sent_via=bindparam("via"),
+                        claimed_by=None),
+                [{"row": row_id, "via": platform} for row_id, platform in sent])
+        return [None] * len(sent)
 
     async def _later(self, item: OutboxItem, reason: str, *, count: bool = True) -> None:
         """Try again after a growing pause; after `max_attempts` failures, record it failed."""
@@ -454,6 +465,7 @@ class Sender:
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await finish([self._marks.task], grace)  # what was sent is marked before we go
         left = sorted(self._queued)
         self._queued.clear()
         with contextlib.suppress(*STORE_ERRORS):
