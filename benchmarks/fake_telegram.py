@@ -10,6 +10,7 @@ server beside it (another port) lets the benchmark drive it from outside:
     POST /push   {"messages": [[update_id, chat_id, text], ...]}   queue updates for getUpdates
     GET  /stats  calls by method (accepted and refused), accepted sendMessage calls per chat,
                  the start of each reply text, and the monotonic time of the last reply
+                 (?brief: without the counts per chat and per text)
 
 `FakeTelegram` is the benchmark's client of both. The process shares CLOCK_MONOTONIC with
 the benchmark (Linux), so reply times compare with the benchmark's `time.monotonic()`.
@@ -66,11 +67,13 @@ class CountingBotAPI(FakeBotAPI):
         self.messages.clear()
         return response
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, brief: bool = False) -> dict[str, Any]:
+        """What was answered; `brief`: without the per-chat and per-text counts."""
         return {"accepted": dict(self.accepted), "refused": dict(self.refused),
-                "replies": dict(self.replies), "kinds": dict(self.kinds),
-                "last_reply": self.last_reply, "pending_updates": len(self._updates),
-                "polls": self.polls}
+                "replies": {} if brief else dict(self.replies),
+                "kinds": {} if brief else dict(self.kinds),
+                "answered": len(self.replies), "last_reply": self.last_reply,
+                "pending_updates": len(self._updates), "polls": self.polls}
 
 
 async def serve(token: str) -> None:
@@ -84,7 +87,7 @@ async def serve(token: str) -> None:
         return web.json_response({"pushed": len(body["messages"])})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(fake.stats())
+        return web.json_response(fake.stats(brief="brief" in request.query))
 
     control = web.Application()
     control.router.add_post("/push", push)
@@ -114,18 +117,20 @@ class Stats:
     last_reply: float = 0.0
     pending_updates: int = 0
     polls: int = 0
+    answered: int = 0  # chats with at least one reply
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Stats:
         return cls(Counter(data["accepted"]), Counter(data["refused"]), Counter(data["replies"]),
                    Counter(data["kinds"]), float(data["last_reply"]),
-                   int(data["pending_updates"]), int(data["polls"]))
+                   int(data["pending_updates"]), int(data["polls"]), int(data["answered"]))
 
     def since(self, before: Stats) -> Stats:
         """What happened between `before` and this."""
         return Stats(self.accepted - before.accepted, self.refused - before.refused,
                      self.replies - before.replies, self.kinds - before.kinds,
-                     self.last_reply, self.pending_updates, self.polls - before.polls)
+                     self.last_reply, self.pending_updates, self.polls - before.polls,
+                     len(+(self.replies - before.replies)))
 
     @property
     def calls(self) -> int:
@@ -170,10 +175,11 @@ class FakeTelegram:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self._http
 
-    async def stats(self) -> Stats:
+    async def stats(self, brief: bool = False) -> Stats:
+        """What the fake has answered; `brief`: no per-chat or per-text counts (cheap)."""
         self.proc.check_alive()
         http = await self._session()
-        async with http.get(f"{self.control}/stats") as r:
+        async with http.get(f"{self.control}/stats", params={"brief": "1"} if brief else {}) as r:
             return Stats.of(await r.json())
 
     async def push(self, messages: list[tuple[int, int, str]]) -> None:
