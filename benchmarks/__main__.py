@@ -232,4 +232,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(_parser().parse_args())))
+    try:
+        sys.exit(asyncio.run(main(_parser().parse_args())))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except asyncio.CancelledError:  # SIGTERM
+        sys.exit(143)

@@ -10,7 +10,7 @@ took to finish. Telegram's own pace applies (about 30 messages a second), so 2,0
 take a minute or so.
 
 As a benchmark of the suite (`run(opts)`, `python -m benchmarks --only recovery`): the same,
-on SQLite and on PostgreSQL, 1,000 people killed after 350 answers (200 and 70 with
+on SQLite and on PostgreSQL, 600 people killed after 200 answers (100 and 35 with
 `--quick`), once per database. Targets: the first pending reply out within 10 s of the
 restart, the last one within 10 s of what Telegram's pace allows (pending / 30 s), none
 never answered.
@@ -139,7 +139,7 @@ def figures(database: str, r: Recovery | None, error: str = "") -> list[Figure]:
 
 
 async def run(opts: Options) -> list[Figure]:
-    people, kill_after = (200, 70) if opts.quick else (1000, 350)
+    people, kill_after = (100, 35) if opts.quick else (600, 200)
     found: list[Figure] = []
     for database, url in (("SQLite", sqlite_url(opts.workdir / "recovery.db")),
                           ("PostgreSQL", opts.pg_url)):
