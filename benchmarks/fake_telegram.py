@@ -1,16 +1,18 @@
 """The fake Bot API of tests/fakes in a process of its own, so that its CPU is not the bot's
 and its event loop is not the load generator's.
 
-    python -m benchmarks.fake_telegram            # token from TELEGRAM_TOKEN
+    python -m benchmarks.fake_telegram   # token from TELEGRAM_TOKEN; BENCH_NOTICES, a JSON
+                                         # list: how the bot's notices start (see below)
 
 prints one JSON line, {"url": <Bot API base>, "control": <control base>}, then serves until
 SIGTERM or SIGINT. The Bot API is `tests.fakes.telegram_api.FakeBotAPI` itself; the control
 server beside it (another port) lets the benchmark drive it from outside:
 
     POST /push   {"messages": [[update_id, chat_id, text], ...]}   queue updates for getUpdates
-    GET  /stats  calls by method (accepted and refused), accepted sendMessage calls per chat,
-                 the start of each reply text, and the monotonic time of the last reply
-                 (?brief: without the counts per chat and per text)
+    GET  /stats  calls by method (accepted and refused), accepted sendMessage calls per chat
+                 (answers, and apart from them notices: texts starting like one of
+                 BENCH_NOTICES), the start of each text sent, the monotonic time of the last
+                 answer (?brief: without the counts per chat and per text)
 
 `FakeTelegram` is the benchmark's client of both. The process shares CLOCK_MONOTONIC with
 the benchmark (Linux), so reply times compare with the benchmark's `time.monotonic()`.
@@ -25,7 +27,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,16 +38,28 @@ from benchmarks.processes import BenchmarkFailed, Proc, Processes, clean_env
 from tests.fakes.telegram_api import FakeBotAPI
 
 TEXT_PREFIX = 40  # characters of each reply kept to tell replies apart
+NOTICES = ("delivery.slow_down", "errors.internal", "errors.store_unavailable")
+
+
+def notice_texts() -> list[str]:
+    """How the messages start that the bot sends besides answers (slow down, an apology for
+    a bug, an apology for the store being down), rendered by the bot's own renderer."""
+    from messages import Renderer
+
+    renderer = Renderer()
+    return [renderer.render(key, "en", "html")[:30] for key in NOTICES]
 
 
 class CountingBotAPI(FakeBotAPI):
     """FakeBotAPI that tallies what it answered as it goes, instead of keeping every call."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, notices: Sequence[str] = ()) -> None:
         super().__init__(token)
+        self.notice_starts = tuple(notices)
         self.accepted: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
-        self.replies: Counter[str] = Counter()  # chat_id -> accepted sendMessage calls
+        self.replies: Counter[str] = Counter()  # chat_id -> answers (accepted sendMessage)
+        self.notices: Counter[str] = Counter()  # chat_id -> notices
         self.kinds: Counter[str] = Counter()  # the start of each reply text
         self.last_reply = 0.0
         self.polls = 0  # getUpdates calls received (a long-poll is answered only later)
@@ -60,8 +74,12 @@ class CountingBotAPI(FakeBotAPI):
                 continue
             self.accepted[call.method] += 1
             if call.method.lower() == "sendmessage":
-                self.replies[str(call.params.get("chat_id"))] += 1
-                self.kinds[str(call.params.get("text", ""))[:TEXT_PREFIX]] += 1
+                text, chat = str(call.params.get("text", "")), str(call.params.get("chat_id"))
+                self.kinds[text[:TEXT_PREFIX]] += 1
+                if self.notice_starts and text.startswith(self.notice_starts):
+                    self.notices[chat] += 1
+                    continue
+                self.replies[chat] += 1
                 self.last_reply = time.monotonic()
         self.calls.clear()  # tallied; 100,000 calls must not pile up in memory
         self.messages.clear()
@@ -71,13 +89,14 @@ class CountingBotAPI(FakeBotAPI):
         """What was answered; `brief`: without the per-chat and per-text counts."""
         return {"accepted": dict(self.accepted), "refused": dict(self.refused),
                 "replies": {} if brief else dict(self.replies),
+                "notices": {} if brief else dict(self.notices),
                 "kinds": {} if brief else dict(self.kinds),
                 "answered": len(self.replies), "last_reply": self.last_reply,
                 "pending_updates": len(self._updates), "polls": self.polls}
 
 
-async def serve(token: str) -> None:
-    fake = CountingBotAPI(token)
+async def serve(token: str, notices: Sequence[str]) -> None:
+    fake = CountingBotAPI(token, notices)
     await fake.start()
 
     async def push(request: web.Request) -> web.Response:
@@ -112,25 +131,26 @@ class Stats:
 
     accepted: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
-    replies: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)  # chat -> answers
     kinds: Counter[str] = field(default_factory=Counter)
+    notices: Counter[str] = field(default_factory=Counter)  # chat -> notices
     last_reply: float = 0.0
     pending_updates: int = 0
     polls: int = 0
-    answered: int = 0  # chats with at least one reply
+    answered: int = 0  # chats with at least one answer
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Stats:
         return cls(Counter(data["accepted"]), Counter(data["refused"]), Counter(data["replies"]),
-                   Counter(data["kinds"]), float(data["last_reply"]),
+                   Counter(data["kinds"]), Counter(data["notices"]), float(data["last_reply"]),
                    int(data["pending_updates"]), int(data["polls"]), int(data["answered"]))
 
     def since(self, before: Stats) -> Stats:
         """What happened between `before` and this."""
         return Stats(self.accepted - before.accepted, self.refused - before.refused,
                      self.replies - before.replies, self.kinds - before.kinds,
-                     self.last_reply, self.pending_updates, self.polls - before.polls,
-                     len(+(self.replies - before.replies)))
+                     self.notices - before.notices, self.last_reply, self.pending_updates,
+                     self.polls - before.polls, len(+(self.replies - before.replies)))
 
     @property
     def calls(self) -> int:
@@ -138,6 +158,7 @@ class Stats:
 
     @property
     def sent(self) -> int:
+        """sendMessage calls accepted: answers and notices."""
         return self.accepted["sendMessage"]
 
 
@@ -154,9 +175,12 @@ class FakeTelegram:
         return f"{self.url}/bot"
 
     @classmethod
-    async def start(cls, procs: Processes, name: str, token: str) -> FakeTelegram:
+    async def start(cls, procs: Processes, name: str, token: str,
+                    notices: Sequence[str] = ()) -> FakeTelegram:
+        """Start the fake; texts starting like one of `notices` are counted apart."""
         proc = await procs.python(name, "benchmarks.fake_telegram",
-                                  env=clean_env(TELEGRAM_TOKEN=token))
+                                  env=clean_env(TELEGRAM_TOKEN=token,
+                                                BENCH_NOTICES=json.dumps(list(notices))))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while True:
@@ -209,4 +233,5 @@ class FakeTelegram:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(os.environ.get("TELEGRAM_TOKEN", "123:abc")))
+    asyncio.run(serve(os.environ.get("TELEGRAM_TOKEN", "123:abc"),
+                      json.loads(os.environ.get("BENCH_NOTICES", "[]"))))

@@ -50,9 +50,10 @@ def free_port() -> int:
 
 def clean_env(**more: str) -> dict[str, str]:
     """This environment without any platform token or store URL, plus `more`; the repository
-    on PYTHONPATH so that `python -m benchmarks.…` and `tests.fakes` import from any cwd."""
+    on PYTHONPATH so that `python -m benchmarks.…` and `tests.fakes` import from any cwd, and
+    faulthandler on, so that a process that crashes says where in its log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(PLATFORM_VARS)}
-    return {**env, "PYTHONPATH": str(REPO), **more}
+    return {**env, "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1", **more}
 
 
 class Proc:

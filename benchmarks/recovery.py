@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Figure, Options  # noqa: E402
-from benchmarks.fake_telegram import FakeTelegram  # noqa: E402
+from benchmarks.fake_telegram import FakeTelegram, notice_texts  # noqa: E402
 from benchmarks.processes import (  # noqa: E402
     BenchmarkFailed,
     Processes,
@@ -60,6 +60,7 @@ class Recovery:
     once: int
     twice: int
     never: int
+    notices: int = 0  # apologies or "slow down" sent besides the answers
 
     @property
     def pending(self) -> int:
@@ -72,7 +73,7 @@ async def measure(people: int, kill_after: int, url: str, workdir: Path) -> Reco
     await demo_store(url, datetime.now(UTC), focal_points=False)
     chats = range(FIRST_CHAT, FIRST_CHAT + people)
     async with Processes(workdir) as procs:
-        fake = await FakeTelegram.start(procs, "fake-recovery", TOKEN)
+        fake = await FakeTelegram.start(procs, "fake-recovery", TOKEN, notice_texts())
         try:
             env = clean_env(DATABASE_URL=url, TELEGRAM_TOKEN=TOKEN,
                             TELEGRAM_API_URL=fake.api_url, FPBOT_LOG_LEVEL="WARNING")
@@ -102,7 +103,8 @@ async def measure(people: int, kill_after: int, url: str, workdir: Path) -> Reco
                 first = stats.last_reply
             done = stats.last_reply
             await asyncio.sleep(2.0)  # anything sent twice shows up now
-            counts = (await fake.stats()).replies
+            final = await fake.stats()
+            counts, notices = final.replies, sum(final.notices.values())
             await bot.stop()
         finally:
             await fake.close()
@@ -112,7 +114,7 @@ async def measure(people: int, kill_after: int, url: str, workdir: Path) -> Reco
     return Recovery(people, before, killed_at - began,
                     None if first is None else first - killed_at, done - killed_at,
                     None if first is None else first - restarted_at, done - restarted_at,
-                    once, twice, never)
+                    once, twice, never, notices)
 
 
 def figures(database: str, r: Recovery | None, error: str = "") -> list[Figure]:
@@ -134,7 +136,8 @@ def figures(database: str, r: Recovery | None, error: str = "") -> list[Figure]:
         Figure(NAME, names[2], r.never, unit="people", target="0", met=r.never == 0,
                note=f"{r.once} answered exactly once"),
         Figure(NAME, names[3], r.twice, unit="people",
-               note="at-least-once window: a send Telegram took just before the kill"),
+               note="at-least-once window: sends Telegram took just before the kill; "
+                    f"notices besides the answers: {r.notices}"),
     ]
 
 
@@ -165,7 +168,8 @@ async def main(people: int, kill_after: int, url: str | None) -> int:
           f"{r.kill_at:.1f} s in")
     print(f"after the restart: first answer {r.first_after_kill or 0:.1f} s after the kill, "
           f"all answered {r.done_after_kill:.1f} s after the kill")
-    print(f"answered once: {r.once}   more than once: {r.twice}   never: {r.never}")
+    print(f"answered once: {r.once}   more than once: {r.twice}   never: {r.never}"
+          + (f"   (and {r.notices} notices besides the answers)" if r.notices else ""))
     return 0 if r.never == 0 else 1
 
 
