@@ -108,8 +108,11 @@ def number(value: float | None, unit: str = "") -> str:
 def row(f: Figure) -> list[str]:
     met = "—" if f.met is None else ("yes" if f.met else "NO")
     ratio = "—" if f.ratio is None else f"{f.ratio:.2f}×"
-    return [f.benchmark, f.name, number(f.project, f.unit), number(f.baseline, f.unit), ratio,
-            f.target or "—", met]
+    project = number(f.project, f.unit)
+    if f.project is None:  # why, in a word (the note says more)
+        project = "FAILED" if f.note.startswith("FAILED") else "missing"
+    return [f.benchmark, f.name, project, number(f.baseline, f.unit), ratio, f.target or "—",
+            met]
 
 
 def rows(outcomes: list[Outcome]) -> list[list[str]]:
