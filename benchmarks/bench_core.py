@@ -50,7 +50,11 @@ async def timed(n: int, step: Callable[[int], Awaitable[object]]) -> float:
 
 
 async def main(rounds: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="fpbot-bench-"))
+    with tempfile.TemporaryDirectory(prefix="fpbot-bench-") as tmp:
+        await measure(Path(tmp), rounds)
+
+
+async def measure(folder: Path, rounds: int) -> None:
     db = Database(f"sqlite+aiosqlite:///{folder / 'bench.db'}")
     await upgrade(db)
     clock = SystemClock()
