@@ -100,6 +100,7 @@ class Call:
     method: str
     params: Json
     status: int = 200
+    at: float = field(default_factory=time.monotonic, compare=False)  # answered at (monotonic)
 
 
 @dataclass

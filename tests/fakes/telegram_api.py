@@ -100,6 +100,7 @@ class Call:
     params: JSONDict
     status: int = 200
     result: Any = None  # the "result" sent back (None for failures)
+    at: float = field(default_factory=time.monotonic, compare=False)  # answered at (monotonic)
 
 
 class ApiError(Exception):
