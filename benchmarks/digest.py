@@ -176,7 +176,8 @@ def figures(backend: str, sizes: list[Size]) -> list[Figure]:
             statements, None if wanted is None else float(wanted), "statements",
             f"= the count at {smallest.members:,} members",
             None if statements is None or wanted is None else statements == wanted and steady,
-            f"before_cursor_execute count; the same in every round: {steady} "
+            f"before_cursor_execute count (on SQLite it includes the transaction's BEGIN "
+            f"IMMEDIATE); the same in every round: {steady} "
             f"({sorted(set(size.statements))}); baseline: the count at {smallest.members:,}"
             + (f"; FAILED: {trouble}" if trouble else "")))
     return out
