@@ -11,6 +11,13 @@ and a real ``slack_bolt.async_app.AsyncApp`` run unmodified against it::
 
 ``signed_headers``, ``slash_command_body`` and ``event_body`` build requests that Slack would
 send to the bot, signed the way bolt's request verification expects.
+
+Rate limits are off by default; ``FakeSlackAPI(limits=SlackLimits())`` enforces the published
+ones (/work/shared/PLATFORM-LIMITS.md §2): each method of ``SlackLimits.tiers`` its tier's calls a
+minute (per workspace, with some burst), chat.postMessage one message a second per channel
+(short bursts allowed) under a workspace-wide cap. A call past them is answered like Slack
+answers it, HTTP 429 with ``Retry-After: N`` and ``{"ok": false, "error": "ratelimited"}``, and
+counted in ``FakeSlackAPI.throttled``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -35,6 +44,55 @@ BOT_USER_ID = "UBOT"
 BOT_ID = "B1"
 
 
+# Calls a minute of each tier (the published floor: "1+", "20+", "50+", "100+").
+TIER_1, TIER_2, TIER_3, TIER_4 = 1.0, 20.0, 50.0, 100.0
+# The methods this bot uses, by tier (PLATFORM-LIMITS.md §2, from java-slack-sdk's table).
+METHOD_TIERS: Mapping[str, float] = {
+    "users.list": TIER_2, "users.lookupByEmail": TIER_3, "users.info": TIER_4,
+    "conversations.open": TIER_3, "conversations.history": TIER_3, "chat.update": TIER_3,
+    "chat.postEphemeral": TIER_4, "views.open": TIER_4, "views.update": TIER_4,
+    "views.push": TIER_4, "views.publish": TIER_4, "files.getUploadURLExternal": TIER_4,
+    "files.completeUploadExternal": TIER_4,
+}
+
+
+@dataclass(frozen=True)
+class SlackLimits:
+    """The rate limits the fake enforces when given them, each a token bucket. A tier's bucket
+    holds `burst_seconds` of its quota (at least one call): Slack tolerates "occasional
+    bursts" without saying how many. chat.postMessage is Slack's special tier: one a second
+    per channel with short bursts, and a workspace-wide limit Slack only calls "several
+    hundred messages per minute" (300 here, PLATFORM-LIMITS.md's working assumption).
+    `clock` (seconds, monotonic) can be frozen in tests."""
+
+    tiers: Mapping[str, float] = field(default_factory=lambda: dict(METHOD_TIERS))
+    burst_seconds: float = 10.0
+    post_per_channel: float = 1.0  # chat.postMessage a second, one channel
+    post_channel_burst: float = 3.0
+    post_per_minute: float = 300.0  # chat.postMessage, the whole workspace
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def burst(self, per_minute: float) -> float:
+        """How many calls of a `per_minute` quota may go at once."""
+        return max(1.0, round(per_minute * self.burst_seconds / 60))
+
+
+class TokenBucket:
+    """`burst` tokens, refilled at `rate` a second; one call takes one."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0: one is there now)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
 @dataclass
 class Call:
     """One request the fake received: the API method, its parameters and the HTTP status."""
@@ -42,6 +100,7 @@ class Call:
     method: str
     params: Json
     status: int = 200
+    at: float = field(default_factory=time.monotonic, compare=False)  # answered at (monotonic)
 
 
 @dataclass
@@ -66,7 +125,9 @@ class FakeSlackAPI:
     app_token: str = "xapp-test"
     socket_url: str | None = None
     responses: dict[str, Json] = field(default_factory=dict)
+    limits: SlackLimits | None = None  # None: no rate limits
     calls: list[Call] = field(default_factory=list, init=False)
+    throttled: int = field(default=0, init=False)  # calls answered 429 by the rate limits
     uploads: dict[str, Json] = field(default_factory=dict, init=False)
     users: dict[str, Json] = field(default_factory=dict, init=False)
     url: str = field(default="", init=False)
@@ -75,6 +136,7 @@ class FakeSlackAPI:
         self.socket_received: list[Json] = []
         self._sockets: list[web.WebSocketResponse] = []
         self._failures: dict[str, _Failure] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
@@ -276,6 +338,10 @@ class FakeSlackAPI:
         expected = self.app_token if method == "apps.connections.open" else self.token
         if token != expected:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if (wait := self._rate_check(method, params)) > 0:
+            self.throttled += 1
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return 429, {"ok": False, "error": "ratelimited"}, headers
         if (refusal := slack_error(method, params)) is not None:
             return 200, refusal, {}
         if method in self.responses:
@@ -283,6 +349,35 @@ class FakeSlackAPI:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         body: Json = handler(params) if handler else {"ok": True}
         return 200, body, {}
+
+    def _rate_check(self, method: str, params: Json) -> float:
+        """Take the call's tokens and return 0, or return the seconds until it may go."""
+        limits = self.limits
+        if limits is None:
+            return 0.0
+        now = limits.clock()
+        if method == "chat.postMessage":
+            buckets = [self._bucket(("workspace", method), limits.post_per_minute / 60,
+                                    limits.burst(limits.post_per_minute), now),
+                       self._bucket((str(params.get("channel")), method),
+                                    limits.post_per_channel, limits.post_channel_burst, now)]
+        elif method in limits.tiers:
+            per_minute = limits.tiers[method]
+            buckets = [self._bucket(("workspace", method), per_minute / 60,
+                                    limits.burst(per_minute), now)]
+        else:
+            return 0.0
+        wait = max(bucket.wait(now) for bucket in buckets)
+        if wait == 0:
+            for bucket in buckets:
+                bucket.take()
+        return wait
+
+    def _bucket(self, key: tuple[str, str], rate: float, burst: float, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
+        return bucket
 
     # -- Web API methods --------------------------------------------------------------------
 

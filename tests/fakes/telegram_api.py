@@ -16,6 +16,13 @@ JSON-decoded when possible ("42" -> 42, reply_markup -> dict) except free-text/o
 ``VERBATIM_KEYS`` (``text="42"`` stays ``"42"``). Text is echoed verbatim, but first checked
 as the Bot API checks it (``tests/fakes/validate.py``): a payload Telegram would refuse is
 answered with its 400 ("Bad Request: can't parse entities: ...").
+
+Flood limits are off by default; ``FakeBotAPI(token, limits=TelegramLimits())`` enforces the
+published ones (about 30 messages a second overall, about one a second in one chat with short
+bursts, 20 a minute in a group: /work/shared/PLATFORM-LIMITS.md §1) as token buckets. A message
+past them is answered like Telegram answers it, HTTP 429 ``{"ok": false, "error_code": 429,
+"description": "Too Many Requests: retry after N", "parameters": {"retry_after": N}}``, and
+counted in :attr:`FakeBotAPI.throttled`.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import mimetypes
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -43,6 +51,47 @@ VERBATIM_KEYS = frozenset({
     "business_connection_id", "custom_emoji_id", "payload", "start_parameter", "emoji"})
 
 
+# Methods that send a message, and so count against the flood limits (sendChatAction does not).
+MESSAGE_METHODS = frozenset({"forwardmessage", "forwardmessages", "copymessage", "copymessages"})
+
+
+def _is_message(method: str) -> bool:
+    name = method.lower()
+    return (name.startswith("send") and name != "sendchataction") or name in MESSAGE_METHODS
+
+
+@dataclass(frozen=True)
+class TelegramLimits:
+    """The flood limits the fake enforces when given them, each a token bucket: `burst`
+    messages at once, then `rate` a second (exact limits are undocumented; these are the
+    published "about" figures, PLATFORM-LIMITS.md §1). `clock` (seconds, monotonic) can be
+    frozen in tests."""
+
+    per_second: float = 30.0  # overall: "up to 30 messages per second"
+    burst: float = 30.0
+    chat_per_second: float = 1.0  # one private chat: "avoid more than one message per second"
+    chat_burst: float = 3.0  # "short bursts are tolerated"
+    group_per_minute: float = 20.0  # one group: "no more than 20 messages per minute"
+    group_burst: float = 20.0
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+
+class TokenBucket:
+    """`burst` tokens, refilled at `rate` a second; one send takes one."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0: one is there now)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
 @dataclass
 class Call:
     """One request received by the fake, recorded when answered (failed ones included)."""
@@ -51,6 +100,7 @@ class Call:
     params: JSONDict
     status: int = 200
     result: Any = None  # the "result" sent back (None for failures)
+    at: float = field(default_factory=time.monotonic, compare=False)  # answered at (monotonic)
 
 
 class ApiError(Exception):
@@ -98,10 +148,13 @@ async def _read_params(request: web.Request) -> JSONDict:
 class FakeBotAPI:
     """A fake Bot API server; see the module docstring. Use ``async with`` or start()/stop()."""
 
-    def __init__(self, token: str = "123:abc") -> None:
+    def __init__(self, token: str = "123:abc", limits: TelegramLimits | None = None) -> None:
         self.token = token
         self.url = ""
         self.calls: list[Call] = []
+        self.limits = limits  # None: no flood limits
+        self.throttled = 0  # messages answered 429 by the flood limits
+        self._buckets: dict[Any, TokenBucket] = {}
         self.confirmed_offset = 0  # highest offset a getUpdates call has confirmed
         self.webhook_url = ""
         self.webhook_secret: str | None = None
@@ -284,6 +337,7 @@ class FakeBotAPI:
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
+            self._flood_check(method, params)
             await self._maybe_hang(method)
             if (failures := self._failures.get(method.lower())) and \
                     (failure := failures.pop(0)) is not None:
@@ -296,6 +350,33 @@ class FakeBotAPI:
             return web.json_response(err.body(), status=err.status)
         self.calls.append(Call(method, params, 200, result))
         return web.json_response({"ok": True, "result": result})
+
+    def _flood_check(self, method: str, params: JSONDict) -> None:
+        """Take a message's tokens (overall, and its chat's), or refuse it with a 429."""
+        limits = self.limits
+        if limits is None or not _is_message(method):
+            return
+        now = limits.clock()
+        buckets = [self._bucket("overall", limits.per_second, limits.burst, now)]
+        chat = params.get("chat_id")
+        if isinstance(chat, int) and chat > 0:
+            buckets.append(self._bucket(chat, limits.chat_per_second, limits.chat_burst, now))
+        elif chat is not None:  # a group, supergroup or channel
+            buckets.append(self._bucket(chat, limits.group_per_minute / 60, limits.group_burst,
+                                        now))
+        wait = max(bucket.wait(now) for bucket in buckets)
+        if wait > 0:
+            self.throttled += 1
+            retry_after = max(1, math.ceil(wait))
+            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+        for bucket in buckets:
+            bucket.take()
+
+    def _bucket(self, key: Any, rate: float, burst: float, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
+        return bucket
 
     async def _serve_file(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
