@@ -3,8 +3,8 @@
 A Telegram update from a registered focal point goes the bot's own way in: kept in the inbox
 (`Inbound.receive`), handled (`Core.handle`: the effect, the item marked handled and the reply
 written to the outbox in one transaction), then sent (`Sender.flush`, here to a channel that
-takes every message; the Telegram adapter also reads the person's commands menu,
-`Core.commands_for`, after each reply in a private chat). SQL statements are counted with a
+takes every message; a person's commands menu goes with a reply only when their set of
+commands changed, decided in the handling transaction). SQL statements are counted with a
 `before_cursor_execute` listener on the engine, transactions with its `begin` event; BEGIN and
 COMMIT themselves are not counted as statements. Targets: a command (receipt + handling) takes
 ≤ 8 statements in ≤ 2 transactions.
@@ -120,11 +120,6 @@ class Bench:
             sent = await self.sender.flush()
         return sent, count
 
-    async def menu(self) -> Count:
-        with counting(self.db) as count:
-            await self.core.commands_for("telegram", self.user)
-        return count
-
     async def baseline(self) -> None:
         async with self.db.transaction() as session:
             await session.scalar(select(Identity).where(Identity.user_id == self.user))
@@ -166,16 +161,13 @@ async def measure(database: str, url: str, opts: Options) -> list[Figure]:
                        met=transactions <= MAX_TRANSACTIONS),
             ]
         sent, count = await bench.send()
-        menu = await bench.menu()
         if not sent:
             raise BenchmarkFailed("the sender sent nothing")
         figures.append(Figure(
             NAME, f"SQL statements per reply sent ({database})", count.statements / sent,
             unit="statements",
             note=f"{count.transactions / sent:.1f} transactions per reply ({sent} sent in one "
-                 f"flush: {count.summary()}); the Telegram adapter's menu check after each "
-                 f"reply in a private chat adds {menu.statements} statements in "
-                 f"{menu.transactions} transaction(s): {menu.summary()}"))
+                 f"flush: {count.summary()})"))
         n = 20 if opts.quick else 100
         helps, reads = [], []
         for _ in range(max(opts.rounds, 1)):
