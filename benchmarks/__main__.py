@@ -171,7 +171,8 @@ def commit() -> str:
                               check=False).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return head + (" (with uncommitted changes)" if changed else "")
 
 
 # -- main ---------------------------------------------------------------------------------------
