@@ -1,6 +1,6 @@
 """Run the benchmark suite: one table, and benchmarks/RESULTS.md.
 
-    python -m benchmarks [--quick] [--rounds N] [--only NAME,...] [--database-url URL]
+    python -m benchmarks [--quick] [--rounds N] [--only NAME,...] [--database-url URL] [--keep]
 
 Each benchmark module (see `benchmarks/common.py`) measures the project against its baseline,
 interleaved, and returns its figures. PostgreSQL: `--database-url`, else TEST_DATABASE_URL,
@@ -171,7 +171,8 @@ def commit() -> str:
                               check=False).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return head + (" (with uncommitted changes)" if changed else "")
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -198,7 +199,10 @@ async def main(args: argparse.Namespace) -> int:
                 outcome = await run_one(name, opts)
                 outcomes.append(outcome)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - began
     header = [f"- date: {started:%Y-%m-%d %H:%M} UTC; commit {commit()}",
               *machine(),
@@ -228,6 +232,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="small sizes and one round: check that everything works")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
     parser.add_argument("--only", help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the scratch directory (stores, every process's log)")
     parser.add_argument("--database-url",
                         help="a PostgreSQL to measure on (emptied!); default: "
                              "TEST_DATABASE_URL, else a throw-away cluster")

@@ -147,8 +147,10 @@ def webhook_bodies(load: list[tuple[int, str]], first_id: int) -> list[bytes]:
             for i, (chat, text) in enumerate(load)]
 
 
-async def post_all(port: int, bodies: list[bytes]) -> tuple[float, list[float], Counter[int]]:
-    """POST every body to the webhook, IN_FLIGHT at a time; (seconds, latencies ms, non-200)."""
+async def post_all(bot: Proc, port: int, bodies: list[bytes]
+                   ) -> tuple[float, list[float], Counter[int]]:
+    """POST every body to the webhook, IN_FLIGHT at a time; (seconds, latencies ms, non-200).
+    A connection refused by a bot that is gone fails at once, with the end of its log."""
     url = f"http://127.0.0.1:{port}/telegram/webhook"
     headers = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
     latencies: list[float] = []
@@ -168,6 +170,7 @@ async def post_all(port: int, bodies: list[bytes]) -> tuple[float, list[float], 
                             status = r.status
                     except (aiohttp.ClientError, TimeoutError):
                         status = 0
+                        bot.check_alive()
                     latencies.append((time.perf_counter() - began) * 1000)
                     if status == 200:
                         break
@@ -228,7 +231,7 @@ async def webhook_round(bot: Proc, port: int, fake: FakeTelegram,
     before = await fake.stats()
     cpu = bot.cpu_seconds()
     began = time.monotonic()
-    seconds, latencies, refused = await post_all(port, bodies)
+    seconds, latencies, refused = await post_all(bot, port, bodies)
     got = await all_replies(fake, bot, before, want, timeout=60 + len(load) / 10)
     spent = bot.cpu_seconds() - cpu
     return await settled(fake, bot, before, want, Round(
