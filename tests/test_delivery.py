@@ -462,6 +462,37 @@ async def test_a_thousand_queued_messages_at_start_go_once_each_in_order(core: C
     assert await _count(core.db, OutboxItem.status == "sent") == 1000
 
 
+async def test_a_platform_waiting_out_its_limits_holds_back_no_other_platform(
+        core: Core) -> None:
+    """Every Slack send waits (its rate limit, say) with more Slack messages queued than may
+    be in flight: Telegram's messages still go out meanwhile (they used to wait for a free
+    slot behind the Slack ones), and the Slack ones follow once Slack lets them."""
+    slack, tg = Recorder("slack"), Recorder("telegram")
+    slack.hang = asyncio.Event()
+    now = core.clock.now()
+    async with core.db.transaction() as session:
+        for platform, chats in (("slack", [f"D{n}" for n in range(40)]),
+                                ("telegram", [str(n) for n in range(10)])):
+            session.add_all(OutboxItem(platform=platform, chat_id=chat,
+                                       lane=f"{platform}:{chat}",
+                                       message=Outgoing("help.help", {"n": n}).to_dict(),
+                                       created_at=now, not_before=now)
+                            for n, chat in enumerate(chats))
+    async with Instance_(core, slack, tg) as one:
+        sending = asyncio.create_task(one.sender.flush())
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(tg.sent) < 10:
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"Telegram sent {len(tg.sent)} of 10 while Slack waited")
+            await asyncio.sleep(0.01)
+        assert slack.sent == []
+        slack.hang.set()
+        await sending
+    assert sorted(chat for chat, _ in slack.sent) == sorted(f"D{n}" for n in range(40))
+    assert all(key == "help.help" for _, key in tg.sent)
+    assert await _count(core.db, OutboxItem.status == "sent") == 50
+
+
 async def test_the_store_down_while_marking_sent_sends_once(tmp_path: Path,
                                                             clock: FrozenClock) -> None:
     path = tmp_path / "outage.db"

@@ -91,9 +91,14 @@ class Sender:
         self.first_backoff = first_backoff
         self.quick_retries = quick_retries
         self.quick_pause = quick_pause
-        # Sends in flight at once, all lanes together: the platforms pace us to ~30/s anyway,
-        # and few rows sent-but-not-yet-marked keep the at-least-once window after a crash small.
+        # Sends in flight at once per platform, all lanes together: the platforms pace us
+        # anyway, and few rows sent-but-not-yet-marked keep the at-least-once window after a
+        # crash small. Per platform, so that one waiting out its rate limits (Slack's tiers)
+        # holds back none of the other's sends. The store work around the sends (claim,
+        # address) is bounded the same way, for all platforms together.
+        self.max_in_flight = max_in_flight
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._sending: dict[str, asyncio.Semaphore] = {}
         self._marks = GroupCommit(self._write_marks, name="outbox-marks")
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -166,8 +171,7 @@ class Sender:
             while queue:
                 row_id = queue[0]
                 try:
-                    async with self._in_flight:
-                        go_on = await self._send_one(row_id)
+                    go_on = await self._send_one(row_id)
                 except STORE_ERRORS as exc:
                     log.warning("outbox row %s not sent now (store unavailable: %s)", row_id,
                                 type(exc).__name__)
@@ -258,7 +262,8 @@ class Sender:
 
     async def _send_one(self, row_id: int) -> bool:
         """Send one claimed row; False when the rest of its lane must wait."""
-        item = await self._take(row_id)
+        async with self._in_flight:
+            item = await self._take(row_id)
         if item is None:
             return not self.stopping.is_set() and self.liveness.fresh()
         tried: list[str] = list(item.extras.get("tried", []))
@@ -266,18 +271,22 @@ class Sender:
         quick = 0
         while True:
             try:
-                channel, chat_id, locale, tz = await self._address(item, tried)
+                async with self._in_flight:
+                    channel, chat_id, locale, tz = await self._address(item, tried)
+                    out = await self._message(item)
             except Undeliverable as exc:
                 if tried:  # refused for good on every platform it has
                     await self._give_up(item)
                     return True
                 await self._later(item, str(exc), count=False)
                 return False
-            out = await self._message(item)
             extras = {k: v for k, v in item.extras.items() if k != PARTS}
+            slots = self._sending.setdefault(channel.platform,
+                                             asyncio.Semaphore(self.max_in_flight))
             try:
-                await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=extras,
-                                      parts=self._parts(item, channel.platform))
+                async with slots:
+                    await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=extras,
+                                          parts=self._parts(item, channel.platform))
             except TemporaryFailure as exc:
                 wait = exc.retry_after or 0.0
                 if not wait and quick < self.quick_retries:
