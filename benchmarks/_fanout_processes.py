@@ -31,12 +31,18 @@ class BotProcess:
         self._out = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", *self.args, cwd=self.folder,
-            env={**clean, **self.env}, stdin=asyncio.subprocess.DEVNULL,
+            env={**clean, "PYTHONFAULTHANDLER": "1", **self.env},  # a crash shows where
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=self._out, stderr=asyncio.subprocess.STDOUT)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status (negative: the signal that ended it), None while it runs."""
+        return self.proc.returncode if self.proc is not None else None
 
     @property
     def running(self) -> bool:

@@ -300,7 +300,7 @@ def figures(cells: list[Cell]) -> list[Figure]:
         out.append(Figure(
             BENCHMARK, f"{name} draft, {where}: time", ms, floor_ms, "ms",
             f"≤ {TARGET_RATIO:.0f}× the templating floor",
-            None if ratio is None else ratio <= TARGET_RATIO,
+            False if c.problem else None if ratio is None else ratio <= TARGET_RATIO,
             f"median of {len(c.project)}; compile_draft (store read, draft recorded) + render, "
             f"one transaction{per}; floor: "
             + ("python-docx writing the same items (no template for Word)" if c.fmt == "docx"
@@ -326,11 +326,14 @@ def figures(cells: list[Cell]) -> list[Figure]:
                 BENCHMARK, f"{FORMAT_NAMES[fmt]} draft, {members:,} members: time per update at "
                 f"{big.size:,} updates", big_per, ref_per, "µs",
                 f"≤ {LINEAR_RATIO}× the time per update at {ref.size:,} (linear)",
-                None if big_per is None or ref_per is None else big_per <= LINEAR_RATIO * ref_per,
+                False if big.problem or ref.problem else None if big_per is None
+                or ref_per is None else big_per <= LINEAR_RATIO * ref_per,
                 "per update at each size: " + ", ".join(
                     f"{c.size:,}: {ms * 1000 / c.size:.0f} µs"
                     for c in mine if (ms := c.ms(c.project)) is not None)
-                + f"; baseline: the time per update at {ref.size:,}"))
+                + f"; baseline: the time per update at {ref.size:,}"
+                + "".join(f"; FAILED at {c.size:,}: {c.problem}" for c in (ref, big)
+                          if c.problem)))
     return out
 
 

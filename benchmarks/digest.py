@@ -175,7 +175,8 @@ def figures(backend: str, sizes: list[Size]) -> list[Figure]:
             BENCHMARK, f"weekly digest, {size.members:,} members ({backend}): SQL statements",
             statements, None if wanted is None else float(wanted), "statements",
             f"= the count at {smallest.members:,} members",
-            None if statements is None or wanted is None else statements == wanted and steady,
+            False if trouble else None if statements is None or wanted is None
+            else statements == wanted and steady,
             f"before_cursor_execute count (on SQLite it includes the transaction's BEGIN "
             f"IMMEDIATE); the same in every round: {steady} "
             f"({sorted(set(size.statements))}); baseline: the count at {smallest.members:,}"
