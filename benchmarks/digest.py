@@ -20,14 +20,13 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from benchmarks._fanout_seed import DEMO_MEMBERS, add_members, demo_store
@@ -37,25 +36,11 @@ from messages import Renderer
 from storage.db import Database
 from storage.deadlines import audience, sync_deadline
 from storage.models import DeadlineKind, Member, NationalUpdate, RoleName, UpdateStatus
+from tests.statements import counting
 
 BENCHMARK = "digest"
 SIZES, QUICK_SIZES = (DEMO_MEMBERS, 1_000, 10_000), (DEMO_MEMBERS, 1_000)
 SUBMITTED_EVERY = 7  # one member in seven has an update waiting for review
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[list[str]]:
-    """Every SQL statement the engine sends while inside."""
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
 
 
 @dataclass

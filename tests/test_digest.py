@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 
 from bot.app import BotApp
 from bot.scheduler import ReminderJobs, digest_period, last_fire
@@ -36,20 +34,7 @@ from storage.models import (
 )
 from tests.conftest import COORDINATOR, FP_CHILE, Transcript
 from tests.message_coverage import render_everywhere
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+from tests.statements import counting
 
 
 async def add_members(db: Database, n: int, now: datetime) -> None:

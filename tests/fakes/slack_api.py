@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from tests.fakes.limits import TokenBucket
 from tests.fakes.validate import slack_error
 
 Json = dict[str, Any]
@@ -75,22 +76,6 @@ class SlackLimits:
     def burst(self, per_minute: float) -> float:
         """How many calls of a `per_minute` quota may go at once."""
         return max(1.0, round(per_minute * self.burst_seconds / 60))
-
-
-class TokenBucket:
-    """`burst` tokens, refilled at `rate` a second; one call takes one."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is there (0: one is there now)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def take(self) -> None:
-        self.tokens -= 1
 
 
 @dataclass

@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.limits import TokenBucket
 from tests.fakes.validate import telegram_error
 
 JSONDict = dict[str, Any]
@@ -74,22 +75,6 @@ class TelegramLimits:
     group_per_minute: float = 20.0  # one group: "no more than 20 messages per minute"
     group_burst: float = 20.0
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
-
-
-class TokenBucket:
-    """`burst` tokens, refilled at `rate` a second; one send takes one."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is there (0: one is there now)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def take(self) -> None:
-        self.tokens -= 1
 
 
 @dataclass
