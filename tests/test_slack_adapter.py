@@ -31,6 +31,7 @@ from bot.runner import running
 from bot.settings import Secret, Settings
 from handlers.clock import FrozenClock
 from handlers.digest import build_digest, digest_messages
+from handlers.reminders import queue_outgoing
 from handlers.types import Incoming, OutFile, Outgoing
 from storage.db import Database
 from storage.invitations import create_invitation
@@ -97,9 +98,13 @@ class Slack:
     async def settled(self) -> None:
         """Wait until everything received is handled and sent (home published last)."""
         await asyncio.sleep(0.05)
-        while self.adapter.busy:
-            await asyncio.wait(list(self.adapter.busy), timeout=2)
-        await self.app.wait_idle()
+        while True:
+            while self.adapter.busy:
+                await asyncio.wait(list(self.adapter.busy), timeout=2)
+            await self.app.wait_idle()
+            await self.adapter.homes.drained()
+            if not self.adapter.busy:
+                return
 
 
 def text_of(call: Call) -> str:
@@ -435,6 +440,32 @@ async def test_outbox_messages_reach_a_slack_dm(slack: Slack) -> None:
 
     [post] = slack.fake.calls_to("chat.postMessage")
     assert post.params["channel"] == "U1" and text_of(post) == "There is nothing to cancel."
+
+
+async def test_a_notice_is_sent_and_marked_while_app_home_is_still_being_published(
+        slack: Slack, demo_db: Database, clock: FrozenClock) -> None:
+    """`views.publish` (Tier 4, 100 a minute) never holds back a notice or its mark."""
+    await bind(demo_db, FP_CHILE, "U1", clock)
+    slack.fake.hang_next("views.publish")
+    async with demo_db.transaction() as session:
+        chile = await session.scalar(select(Person.id).where(Person.email == FP_CHILE))
+        assert chile is not None
+        await queue_outgoing(session, [(chile, "test:first", Outgoing("forms.nothing_to_cancel")),
+                                       (chile, "test:second", Outgoing("forms.none_open"))],
+                             clock.now())
+
+    await slack.app.wait_idle()  # before: the first send waited on the hanging publish
+
+    assert await unsent(demo_db) == 0
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert [text_of(p) for p in posts] == [
+        "There is nothing to cancel.", "That form is no longer open. Send /fp help to start again."]
+    slack.fake.release_hangs()  # the hung publish fails (502); the one queued behind it runs
+    await slack.settled()
+    *_, home = slack.fake.calls_to("views.publish")
+    assert home.status == 200 and home.params["user_id"] == "U1"
+    assert "Hello, " in json.dumps(blocks_of(home.params, "view"))
+    assert len(slack.fake.calls_to("views.publish")) == 2, "two notices, one refresh queued"
 
 
 async def test_the_weekly_digest_reads_in_slack_as_a_header_and_a_section_per_part(

@@ -60,6 +60,7 @@ from starlette.routing import BaseRoute, Route
 from bot.adapters import MAX_BODY, AdapterSetupError, read_capped
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
+from bot.adapters.slack_home import HomeRefresh, Whose
 from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
@@ -323,6 +324,7 @@ class SlackAdapter:
         self.receipt_timeout = RECEIPT_TIMEOUT
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
+        self.homes = HomeRefresh(self._publish_home)
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
         self._commands = re.compile(rf"(?<![\w/.:-])/({names})\b") if names else None
         self._register()
@@ -350,7 +352,8 @@ class SlackAdapter:
         """Send one message to one chat; raise TemporaryFailure or PermanentFailure.
 
         A form with a fresh `trigger` opens as a modal; a reply that ends an exchange
-        (`home`), or any notice, refreshes the person's App Home.
+        (`home`), or any notice, refreshes the person's App Home: queued, after the message
+        is out, so that `views.publish` never holds back a send or its mark (`HomeRefresh`).
         """
         out = replace(message, context={"tz": tz, **message.context})
         locale = locale if locale in self.renderer.locales else self.renderer.default_locale
@@ -360,13 +363,10 @@ class SlackAdapter:
                     and await self._open_modal(str(trigger), out.form, locale)):
                 await self._post(chat_id, out, locale, parts or Parts())
         home = extras.get("home")
-        if home is None and not extras:  # a notice: something of theirs changed
-            try:
-                home = await self.core.account_of_chat(PLATFORM, chat_id)
-            except Exception as exc:
-                log.warning("App Home not refreshed after a notice: %s", type(exc).__name__)
         if home:
-            await self._publish_home(str(home))
+            self.homes.want(("account", str(home)))
+        elif home is None and not extras:  # a notice: something of theirs changed
+            self.homes.want(("chat", chat_id))
 
     def plan(self, inc: Incoming, replies: list[Outgoing],
              hints: Mapping[str, Any]) -> list[RouteTo]:
@@ -423,6 +423,7 @@ class SlackAdapter:
 
     async def stop(self) -> None:
         await self.stop_receiving()
+        await self.homes.close()
 
     def routes(self) -> list[BaseRoute]:
         async def slack_events(request: Request) -> Response:
@@ -551,7 +552,7 @@ class SlackAdapter:
     async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """Someone opened the bot's Home tab: show their dashboard."""
         if event.get("tab", "home") == "home" and event.get("user"):
-            await self._publish_home(account(_team(body), str(event["user"])))
+            await self._publish_home(("account", account(_team(body), str(event["user"]))))
 
     # -- outbound: Web API calls ------------------------------------------------------------
     async def _post(self, channel: str, out: Outgoing, locale: str, parts: Parts) -> None:
@@ -609,9 +610,15 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.warning("chat.update of a pressed message failed: %s", exc.response.get("error"))
 
-    async def _publish_home(self, account_id: str) -> None:
-        """Refresh someone's App Home with their dashboard."""
+    async def _publish_home(self, whose: Whose) -> None:
+        """Refresh someone's App Home with their dashboard: `("account", id)`, or a notice's
+        `("chat", channel)`, whose account the store knows."""
+        kind, key = whose
         try:
+            account_id = key if kind == "account" else await self.core.account_of_chat(
+                PLATFORM, key)
+            if not account_id:
+                return
             out = await self.core.home(PLATFORM, account_id)
             locale = self.renderer.default_locale
             view = kit.home_view(self._text(out, locale), out.choices)
