@@ -61,7 +61,8 @@ class BotApp:
                                            secret_key=settings.secret_key,
                                            public_url=settings.public_url
                                            or f"http://{settings.host}:{settings.port}"))
-        self.liveness = Liveness(self.db, self.clock)
+        # The heartbeat has connections of its own: never queued behind the work it vouches for.
+        self.liveness = Liveness(self.db.lane(), self.clock)
         self.sender = Sender(self.db, self.clock, self.liveness)
         self.outbox = self.sender  # the name other parts know it by
         self.inbound = Inbound(self.core, self.liveness)
@@ -193,4 +194,6 @@ class BotApp:
             await finish(list(self._pruning), self.stop_grace)
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        if self.liveness.db is not self.db:
+            await self.liveness.db.dispose()
         await self.db.dispose()

@@ -69,14 +69,17 @@ class Database:
     """Owns the engine and hands out sessions."""
 
     def __init__(self, url: str = DEFAULT_URL, *, pooled: bool = True,
-                 busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_size: int | None = None) -> None:
         self.url = normalise_url(url)
         u = make_url(self.url)
         self.is_sqlite = u.get_backend_name() == "sqlite"
         self.busy_timeout_s = busy_timeout_ms / 1000
+        self._busy_timeout_ms = busy_timeout_ms
         kwargs: dict[str, Any] = {}
         if not pooled:
             kwargs["poolclass"] = NullPool
+        elif pool_size is not None:
+            kwargs.update(pool_size=pool_size, max_overflow=0)
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": self.busy_timeout_s}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
@@ -130,6 +133,16 @@ class Database:
             raise StoreUnavailable(
                 f"cannot open the database {safe_url(self.url)}: {reason}"
             ) from exc
+
+    def lane(self, connections: int = 1) -> Database:
+        """The same store through a pool of its own, for work that must never queue behind
+        this one's (the heartbeat: a busy pool would starve it until others took it for
+        dead). An in-memory SQLite store has no second door: it is its own lane."""
+        database = make_url(self.url).database
+        if self.is_sqlite and (not database or database == ":memory:"):
+            return self
+        return Database(self.url, busy_timeout_ms=self._busy_timeout_ms,
+                        pool_size=connections)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

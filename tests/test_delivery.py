@@ -572,3 +572,33 @@ async def test_the_former_outbox_api_still_sends_each_notice_once(chat: Transcri
     assert await outbox.deliver_due() == 0
     await outbox.close()
     assert old.sent == [(COORDINATOR, "onboarding.request_for_secretariat")]
+
+
+async def test_the_heartbeat_beats_while_every_connection_of_the_pool_is_busy(
+        demo_db: Database, clock: FrozenClock) -> None:
+    """Under load the work can hold every pooled connection; the heartbeat has its own, or it
+    would wait in the pool's queue until the other instances took this one for dead."""
+    from contextlib import AsyncExitStack
+
+    from bot.app import BotApp
+    from bot.settings import Settings
+
+    app = BotApp(Settings(database_url=demo_db.url), clock=clock)
+    pool = app.db.engine.pool
+    try:
+        async with AsyncExitStack() as busy:
+            for _ in range(15):  # the pool's 5 and its 10 overflow: all of them in use
+                await busy.enter_async_context(app.db.engine.connect())
+            assert pool.checkedout() == 15  # type: ignore[attr-defined]
+
+            await asyncio.wait_for(app.liveness.register(), 5)
+            beats = app.liveness.last_beat
+            await asyncio.wait_for(app.liveness.beat_once(), 5)
+            assert await asyncio.wait_for(app.liveness.reap(), 5) == []
+            assert app.liveness.last_beat > beats and app.liveness.fresh()
+        async with demo_db.transaction() as session:
+            row = await session.get(Instance, app.liveness.id)
+        assert row is not None and row.beats == 1
+    finally:
+        await app.liveness.stop()
+        await app.close()

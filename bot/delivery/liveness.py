@@ -87,6 +87,7 @@ class Liveness:
         self.last_beat = 0.0  # monotonic time of our last heartbeat that reached the store
         self._seen: dict[str, _Seen] = {}
         self._task: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._paused = False
         self.registered = False
@@ -114,8 +115,8 @@ class Liveness:
         """Stop the heartbeat (after the beat in hand) and remove our row: our claims are
         free at once."""
         self._stop.set()
-        await finish([self._task], grace)
-        self._task = None
+        await finish([self._task, self._checking], grace)
+        self._task = self._checking = None
         if self.registered:
             with contextlib.suppress(*STORE_ERRORS):
                 async with self.db.transaction() as session:
@@ -155,12 +156,20 @@ class Liveness:
             try:
                 await self.beat_once()
                 await self.reap()
-                for check in self.on_beat:
-                    await check()
             except STORE_ERRORS as exc:
                 log.warning("heartbeat not recorded (store unavailable: %s)", type(exc).__name__)
             except Exception:
                 log.exception("heartbeat failed")
+            if self.on_beat and (self._checking is None or self._checking.done()):
+                # beside the beat, never in its way: a check waits on the busy store
+                self._checking = asyncio.create_task(self._checks(), name="heartbeat-checks")
+
+    async def _checks(self) -> None:
+        for check in self.on_beat:
+            try:
+                await check()
+            except Exception:
+                log.exception("a check after the heartbeat failed")
 
     def fresh(self) -> bool:
         """Whether our own claims still hold: our last heartbeat is recent enough that nobody
