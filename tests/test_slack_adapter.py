@@ -48,6 +48,7 @@ from tests.fakes.slack_api import (
     TEAM_ID,
     Call,
     FakeSlackAPI,
+    SlackLimits,
     event_body,
     interaction_body,
     signed_headers,
@@ -466,6 +467,43 @@ async def test_a_notice_is_sent_and_marked_while_app_home_is_still_being_publish
     assert home.status == 200 and home.params["user_id"] == "U1"
     assert "Hello, " in json.dumps(blocks_of(home.params, "view"))
     assert len(slack.fake.calls_to("views.publish")) == 2, "two notices, one refresh queued"
+
+
+async def test_posts_past_the_workspace_quota_are_paced_and_meet_no_ratelimited(
+        slack: Slack) -> None:
+    """chat.postMessage: a burst of 50, then 300 a minute across the workspace (the fake's
+    limits, as PLATFORM-LIMITS.md states them). Before pacing, ten of these met a 429."""
+    slack.fake.limits = SlackLimits()
+    reply = {"reply": True}  # a reply mid-exchange: no App Home refresh
+
+    await asyncio.gather(*(slack.adapter.deliver(
+        f"U{n}", Outgoing("forms.nothing_to_cancel"), locale="en", tz="UTC", extras=reply)
+        for n in range(60)))
+
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert len(posts) == 60 and {p.status for p in posts} == {200}
+    assert {p.params["channel"] for p in posts} == {f"U{n}" for n in range(60)}
+    assert all(text_of(p) == "There is nothing to cancel." for p in posts)
+    assert slack.fake.throttled == 0
+
+
+async def test_posts_to_one_channel_keep_its_pace_and_app_homes_their_tier(
+        slack: Slack, demo_db: Database, clock: FrozenClock) -> None:
+    """One channel: a burst of 3, then one a second. views.publish (Tier 4): a burst of 17,
+    then 100 a minute. Before pacing: 2 and 3 ratelimited answers."""
+    slack.fake.limits = SlackLimits()
+
+    for _ in range(5):
+        await slack.adapter.send("U1", Outgoing("forms.nothing_to_cancel"), locale="en",
+                                 tz="UTC")
+    for n in range(20):
+        slack.adapter.homes.want(("account", f"{TEAM_ID}/U{n}"))
+    await slack.settled()
+
+    assert [p.status for p in slack.fake.calls_to("chat.postMessage")] == [200] * 5
+    homes = slack.fake.calls_to("views.publish")  # (U1's notices: not a known person's)
+    assert sorted(h.params["user_id"] for h in homes) == sorted(f"U{n}" for n in range(20))
+    assert slack.fake.throttled == 0
 
 
 async def test_the_weekly_digest_reads_in_slack_as_a_header_and_a_section_per_part(

@@ -61,6 +61,7 @@ from bot.adapters import MAX_BODY, AdapterSetupError, read_capped
 from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
 from bot.adapters.slack_home import HomeRefresh, Whose
+from bot.adapters.slack_pacing import SlackPacing
 from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
@@ -325,6 +326,7 @@ class SlackAdapter:
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
         self.homes = HomeRefresh(self._publish_home)
+        self.pacing = SlackPacing()
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
         self._commands = re.compile(rf"(?<![\w/.:-])/({names})\b") if names else None
         self._register()
@@ -493,8 +495,9 @@ class SlackAdapter:
 
     async def _tell(self, channel: str, text: str) -> None:
         try:
-            await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
-                                               blocks=kit.message_blocks(text)[0])
+            async with self.pacing.call("chat.postMessage", channel):
+                await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
+                                                   blocks=kit.message_blocks(text)[0])
         except Exception as exc:
             log.warning("could not tell a Slack user to send again: %s", type(exc).__name__)
 
@@ -564,9 +567,10 @@ class SlackAdapter:
         for n, blocks in enumerate(messages):
             if n < parts.sent:
                 continue
-            await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
-                                               blocks=blocks, unfurl_links=False,
-                                               unfurl_media=False)
+            async with self.pacing.call("chat.postMessage", channel):
+                await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
+                                                   blocks=blocks, unfurl_links=False,
+                                                   unfurl_media=False)
             if n < len(messages) - 1 or out.file is not None:
                 await parts.went(n + 1)
         if out.file is not None:
@@ -575,19 +579,23 @@ class SlackAdapter:
     async def _upload(self, channel: str, file: OutFile) -> None:
         if channel[:1] in ("U", "W"):
             channel = await self._dm_channel(channel)
-        await self.client.files_upload_v2(channel=channel, content=file.content,
-                                          filename=file.name, title=file.name)
+        async with self.pacing.call("files.getUploadURLExternal"), \
+                self.pacing.call("files.completeUploadExternal"):
+            await self.client.files_upload_v2(channel=channel, content=file.content,
+                                              filename=file.name, title=file.name)
 
     async def _dm_channel(self, user: str) -> str:
         if user not in self.dm_channels:
-            opened = await self.client.conversations_open(users=user)
+            async with self.pacing.call("conversations.open"):
+                opened = await self.client.conversations_open(users=user)
             self.dm_channels[user] = str(opened["channel"]["id"])
         return self.dm_channels[user]
 
     async def _open_modal(self, trigger_id: str, form: FormView, locale: str) -> bool:
         try:
-            await self.client.views_open(trigger_id=trigger_id,
-                                         view=kit.modal(form, self._labels(locale)))
+            async with self.pacing.call("views.open"):
+                await self.client.views_open(trigger_id=trigger_id,
+                                             view=kit.modal(form, self._labels(locale)))
         except SlackApiError as exc:
             log.warning("views.open failed (%s): asking form %s step by step instead",
                         exc.response.get("error"), form.form)
@@ -604,9 +612,10 @@ class SlackAdapter:
                  .get("text", {}).get("text") or action.get("selected_date") or "")
         note = self._render("slack.chosen", inc, label=label)
         try:
-            await self.client.chat_update(
-                channel=channel, ts=message["ts"], text=message.get("text", ""),
-                blocks=kit.without_controls(message.get("blocks") or [], note))
+            async with self.pacing.call("chat.update"):
+                await self.client.chat_update(
+                    channel=channel, ts=message["ts"], text=message.get("text", ""),
+                    blocks=kit.without_controls(message.get("blocks") or [], note))
         except SlackApiError as exc:
             log.warning("chat.update of a pressed message failed: %s", exc.response.get("error"))
 
@@ -622,7 +631,8 @@ class SlackAdapter:
             out = await self.core.home(PLATFORM, account_id)
             locale = self.renderer.default_locale
             view = kit.home_view(self._text(out, locale), out.choices)
-            await self.client.views_publish(user_id=slack_user(account_id), view=view)
+            async with self.pacing.call("views.publish"):
+                await self.client.views_publish(user_id=slack_user(account_id), view=view)
         except Exception as exc:
             log.warning("App Home of a Slack user not refreshed: %s", type(exc).__name__)
 
@@ -633,7 +643,9 @@ class SlackAdapter:
         if user not in self.names:
             name, locale = "", None
             try:
-                info = (await self.client.users_info(user=user, include_locale=True))["user"]
+                async with self.pacing.call("users.info"):
+                    info = (await self.client.users_info(user=user,
+                                                         include_locale=True))["user"]
                 profile = info.get("profile") or {}
                 name = profile.get("real_name") or info.get("real_name") or info.get("name") or ""
                 locale = (info.get("locale") or "").split("-")[0] or None
