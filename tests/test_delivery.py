@@ -602,3 +602,56 @@ async def test_the_heartbeat_beats_while_every_connection_of_the_pool_is_busy(
     finally:
         await app.liveness.stop()
         await app.close()
+
+
+async def test_a_crash_can_resend_no_more_than_the_sends_in_flight(tmp_path: Path,
+                                                                  clock: FrozenClock) -> None:
+    """Each send holds its platform's slot until it is marked sent, so at any moment at most
+    `max_in_flight` rows are out but not yet recorded: what a `kill -9` can send twice. Twice
+    another writer holds the store for a moment (marks wait), and every send counts the rows
+    out but unmarked; before, they piled up (a fan-out killed half-way resent 29 of 100)."""
+    path = tmp_path / "slow.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await upgrade(db)
+    now = clock.now()
+    async with db.transaction() as session:
+        session.add_all(OutboxItem(platform="telegram", chat_id=str(n), lane=f"telegram:{n}",
+                                   message=Outgoing("help.help").to_dict(), created_at=now,
+                                   not_before=now)
+                        for n in range(60))
+    core = Core(db, COMMANDS, FORMS, clock=clock, free_text=FREE_TEXT)
+    tg = Recorder("telegram")
+    unmarked: list[int] = []
+    real = tg.deliver
+
+    def marked() -> int:
+        reader = sqlite3.connect(path)  # WAL: reads while another holds the write lock
+        try:
+            [(count,)] = reader.execute("SELECT count(*) FROM outbox WHERE status = 'sent'"
+                                        ).fetchall()
+        finally:
+            reader.close()
+        return int(count)
+
+    def hold_the_store() -> None:
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, lambda: (blocker.execute("ROLLBACK"), blocker.close())).start()
+
+    async def counting(chat_id: str, message: Outgoing, **kw: Any) -> None:
+        await real(chat_id, message, **kw)
+        if len(tg.sent) in (2, 30):
+            await asyncio.to_thread(hold_the_store)  # never blocking the event loop
+        unmarked.append(len(tg.sent) - await asyncio.to_thread(marked))
+
+    tg.deliver = counting  # type: ignore[method-assign]
+    try:
+        async with Instance_(core, tg, stale=30.0) as one:
+            while await one.sender.flush():
+                pass
+    finally:
+        await db.dispose()
+    assert sorted(int(chat) for chat, _ in tg.sent) == list(range(60))
+    assert max(unmarked) <= one.sender.max_in_flight, unmarked
+    assert max(unmarked) >= one.sender.max_in_flight // 2, "the marks did wait"

@@ -47,7 +47,7 @@ from storage.models import (
     RoleName,
 )
 from tests.conftest import COORDINATOR, FP_CHILE
-from tests.fakes.telegram_api import Call, FakeBotAPI
+from tests.fakes.telegram_api import Call, FakeBotAPI, TelegramLimits
 
 TOKEN = "123:abc"
 SECRET = "s3cret-hook_42"
@@ -627,6 +627,25 @@ async def test_one_private_chat_is_paced_while_others_are_not(world: World) -> N
     await asyncio.gather(*(adapter.send("204", Outgoing("help.help"), locale="en", tz="UTC")
                            for _ in range(3)))
     assert time.monotonic() - began >= 0.55
+
+
+async def test_a_fan_out_past_the_flood_limits_is_paced_and_meets_no_429(world: World) -> None:
+    """Telegram's published limits (the fake's): 30 a second after a burst of 30, one a
+    second in a chat after a burst of 3. Paced at exactly those, the burst's first request
+    (a new connection) arrived late enough for a 429 now and then; the buckets hold a fifth
+    of the burst back."""
+    adapter = await world.start(limiter=rate_limiter())  # the chat pace too, as in production
+    world.fake.limits = TelegramLimits()
+
+    await asyncio.gather(*(adapter.send(str(c), Outgoing("help.help"), locale="en", tz="UTC")
+                           for c in range(301, 346)))
+    for _ in range(4):
+        await adapter.send("400", Outgoing("forms.nothing_to_cancel"), locale="en", tz="UTC")
+
+    calls = world.fake.calls_to("sendMessage")
+    assert [c.status for c in calls] == [200] * 49
+    assert sorted(int(c.params["chat_id"]) for c in calls) == [*range(301, 346), *[400] * 4]
+    assert all("There is nothing to cancel." == c.params["text"] for c in calls[-4:])
 
 
 async def test_a_server_error_is_retried_and_the_reply_still_goes(world: World) -> None:

@@ -5,9 +5,10 @@ Tier 4 100+ calls a minute, "occasional bursts" tolerated) and chat.postMessage 
 rule: one a second per channel with short bursts, and "several hundred a minute" across the
 workspace (300 here, the working assumption). A 429 is still ridden out (`RetryAfterHandler`);
 pacing makes it the exception. Each limit is a leaky bucket (aiolimiter, as PTB's
-AIORateLimiter uses for Telegram) holding `BURST_SECONDS` of its quota, less one call: the
-call held back is the margin for the jitter between our clock and Slack's (a request that
-left first may arrive later), which at the exact rate turns into a 429 now and then.
+AIORateLimiter uses for Telegram) holding `BURST_SECONDS` of its quota, less a fifth (at
+least one call): the calls held back are the margin for the lag between our clock and
+Slack's (a burst's first request, on a new connection, arrives late), which at the exact rate
+turns into a 429 now and then.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ CHANNELS_KEPT = 10_000  # per-channel buckets remembered (the least recent are f
 
 def _bucket(per_minute: float, burst: float | None = None) -> AsyncLimiter:
     """A leaky bucket at `per_minute`, holding `burst` calls (default: `BURST_SECONDS`' worth),
-    less the one held back as a margin."""
+    less the margin held back."""
     if burst is None:
         burst = round(per_minute * BURST_SECONDS / 60)
-    held = max(1.0, burst - 1)
+    held = max(1.0, burst - max(1, round(burst / 5)))
     return AsyncLimiter(held, held * 60 / per_minute)
 
 

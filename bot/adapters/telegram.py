@@ -100,9 +100,14 @@ MB = 1_000_000
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 # Telegram: about 30 messages a second overall, 20 a minute in a group, and no more than about
-# one a second in one chat, short bursts tolerated.
-CHAT_BURST = 3
-CHAT_PERIOD = 3.0
+# one a second in one chat, short bursts tolerated. Each bucket holds a fifth of the burst
+# (at least one message) less than Telegram's: the margin for the lag between our clock and
+# its (a burst's first request, on a new connection, arrives late), which at the exact rate
+# turns into a 429 now and then.
+OVERALL_RATE = 30.0  # messages a second
+OVERALL_BURST = 24
+CHAT_BURST = 2  # one a second, after a burst of 2
+CHAT_PERIOD = 2.0
 MAX_RETRIES = 5  # RetryAfter retries; AIORateLimiter's default (0) gives up on the first 429
 POLL_TIMEOUT = 30.0  # seconds a getUpdates long-poll may wait
 RETRY_FIRST = 1.0  # seconds before an update whose replies did not go is tried again
@@ -157,6 +162,8 @@ def rate_limiter(*, chat_rate: tuple[float, float] | None = (CHAT_BURST, CHAT_PE
     """30 messages/s overall, 20/min per group, `chat_rate` per private chat; 429s retried."""
     burst, period = chat_rate or (0, 0)
     return ChatPacedRateLimiter(chat_max_rate=burst, chat_time_period=period,
+                                overall_max_rate=OVERALL_BURST,
+                                overall_time_period=OVERALL_BURST / OVERALL_RATE,
                                 max_retries=max_retries)
 
 
