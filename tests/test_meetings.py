@@ -560,11 +560,20 @@ async def test_the_seat_counter_update_holds_between_two_real_sessions(
             meeting_b = await second.get(Meeting, mid)
             assert meeting_b is not None
             racing = asyncio.ensure_future(store.take_seat(second, meeting_b))
+            # Each look in a transaction of its own: within one, PostgreSQL shows the same
+            # snapshot of pg_stat_activity every time, and a first look taken before the
+            # UPDATE waited kept this loop going for ever (a CI run hung 45 minutes here).
+            give_up = asyncio.get_running_loop().time() + 30
             async with demo_db.engine.connect() as watcher:
-                while not await watcher.scalar(text(
+                while True:
+                    waiting = await watcher.scalar(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE 'UPDATE meeting%'")):
+                        " AND query LIKE 'UPDATE meeting%'"))
+                    await watcher.rollback()
+                    if waiting:
+                        break
                     assert not racing.done()
+                    assert asyncio.get_running_loop().time() < give_up, "never saw it wait"
                     await asyncio.sleep(0)  # let the racing task run; no timing assumed
             assert not racing.done()
             await first.commit()
