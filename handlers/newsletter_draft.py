@@ -128,11 +128,17 @@ class Draft:
         return [i for s in self.sections for i in s.items]
 
     def context(self) -> dict[str, Any]:
+        """What the templates are given: the contents, and this draft's number and date."""
+        return {**self.contents, "draft": self.number, "created": self.created.date()}
+
+    @functools.cached_property
+    def contents(self) -> dict[str, Any]:
+        """The edition's contents as the templates read them; what the fingerprint covers.
+        Built once per draft (every format of it, and its fingerprint, share it)."""
         e = self.edition
         return {
             "lang": e.language, "number": e.number, "title": e.title, "start": e.period_start,
-            "end": e.period_end, "draft": self.number, "created": self.created.date(),
-            "count": len(self.items),
+            "end": e.period_end, "count": len(self.items),
             "sections": [{"key": s.key, "heading": s.heading, "count": self._count(s),
                           "entries": [asdict(i) for i in s.items]} for s in self.sections],
             "spotlight": self.spotlight, "nap": self.nap,
@@ -351,9 +357,7 @@ async def compile_draft(session: AsyncSession, edition: Edition, renderer: Rende
     events = await _events(session, edition, renderer, now, t)
     draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
                   spotlight=spotlight, nap=nap, t=t, events=events)
-    shown = draft.context()
-    for moving in ("draft", "created"):
-        shown.pop(moving)
+    shown = draft.contents
     versions = [[i.update_id, i.version] for i in draft.items]
     if not record:
         last = await store.latest_draft(session, edition.id)
