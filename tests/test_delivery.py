@@ -655,3 +655,35 @@ async def test_a_crash_can_resend_no_more_than_the_sends_in_flight(tmp_path: Pat
     assert sorted(int(chat) for chat, _ in tg.sent) == list(range(60))
     assert max(unmarked) <= one.sender.max_in_flight, unmarked
     assert max(unmarked) >= one.sender.max_in_flight // 2, "the marks did wait"
+
+
+async def test_a_slow_platform_filling_the_sweep_window_holds_back_no_other(core: Core) -> None:
+    """More Slack rows than one sweep looks at, all waiting (Slack's pace), then Telegram's:
+    the Telegram ones still go. The sweep's window used to be the oldest 500 pending rows,
+    all of them Slack's already in hand, so Telegram waited for Slack to drain (a fan-out to
+    1,000 on each took 3.8 times Telegram's floor)."""
+    from bot.delivery.sender import BATCH
+
+    slack, tg = Recorder("slack"), Recorder("telegram")
+    slack.hang = asyncio.Event()
+    now = core.clock.now()
+    async with core.db.transaction() as session:
+        for platform, chats in (("slack", [f"D{n}" for n in range(BATCH + 20)]),
+                                ("telegram", [str(n) for n in range(10)])):
+            session.add_all(OutboxItem(platform=platform, chat_id=chat,
+                                       lane=f"{platform}:{chat}",
+                                       message=Outgoing("help.help").to_dict(),
+                                       created_at=now, not_before=now)
+                            for chat in chats)
+    async with Instance_(core, slack, tg) as one:
+        first = await one.sender.sweep()
+        assert first == BATCH, "one window of the oldest rows: Slack's"
+        second = await one.sender.sweep()
+        assert second == 30, "the window reaches past the rows in hand"
+        await asyncio.gather(*(one.sender._lane_tasks[f"telegram:{n}"] for n in range(10)))
+        assert sorted(int(chat) for chat, _ in tg.sent) == list(range(10))
+        assert slack.sent == []
+        slack.hang.set()
+        await one.sender.flush()
+    assert len(slack.sent) == BATCH + 20
+    assert await _count(core.db, OutboxItem.status == "sent") == BATCH + 30

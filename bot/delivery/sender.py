@@ -115,7 +115,12 @@ class Sender:
 
     # -- claiming -----------------------------------------------------------------------
     async def sweep(self, limit: int = BATCH) -> int:
-        """Claim what is due now and start sending it; returns how many rows were claimed."""
+        """Claim what is due now and start sending it; returns how many rows were claimed.
+
+        The rows looked at are the oldest pending ones: `limit` past those already in our
+        hands, so that a platform slow to take its rows (Slack's 300 a minute) never fills
+        the window and holds back the rows of another behind them."""
+        limit += len(self._queued)
         async with self._sweep_lock:
             if self.refusing or not self.liveness.fresh():
                 return 0
