@@ -30,7 +30,11 @@ from storage.models import Identity, InboxItem, Instance, OutboxItem
 from tests.conftest import COORDINATOR, Transcript
 from tests.message_coverage import render_everywhere
 
-FAST = {"beat": 0.1, "stale": 1.0}
+# Heartbeats every 0.1 s. An instance is found dead after 30 s without one: under load a
+# store write can take a second, and a stale of 1 s made a busy instance doubt its own claims
+# (it then sends nothing) at random. Tests of a death pass DEATH, and sleep past it.
+FAST = {"beat": 0.1, "stale": 30.0}
+DEATH = {"stale": 1.0}
 
 
 class Recorder:
@@ -190,11 +194,11 @@ async def test_a_store_failing_under_a_burst_keeps_none_of_it_and_then_recovers(
 async def test_an_update_kept_by_a_dead_instance_is_handled_by_another(core: Core) -> None:
     tg = Recorder("telegram")
     inc = Incoming(platform="telegram", user_id="9001", chat_id="9001", text="/help")
-    dead = Instance_(core, tg)
+    dead = Instance_(core, tg, **DEATH)
     await dead.liveness.start()
     kept = await dead.inbound.receive("telegram", "update-7", inc, handle=False)
     dead.liveness.pause()  # the process hangs, then dies: its row stays, its beats stop
-    async with Instance_(core, tg) as survivor:
+    async with Instance_(core, tg, **DEATH) as survivor:
         await survivor.liveness.reap()  # first sight of the other's heartbeat
         assert await survivor.inbound.drain() == 0  # still held by a live-looking instance
         await asyncio.sleep(1.2)
@@ -391,11 +395,11 @@ async def test_a_five_part_reply_keeps_its_order_and_resumes_at_the_unsent_part(
 async def test_a_stalled_holder_does_not_send_what_another_took_over(chat: Transcript) -> None:
     await _queue_request(chat)
     slow, fast = Recorder(), Recorder()
-    stalled = Instance_(chat.core, slow)
+    stalled = Instance_(chat.core, slow, **DEATH)
     await stalled.liveness.start()
     assert await stalled.sender.sweep() == 1  # claimed, about to send...
     stalled.liveness.pause()  # ...when its heartbeat stalls (the process still runs)
-    async with Instance_(chat.core, fast) as other:
+    async with Instance_(chat.core, fast, **DEATH) as other:
         await other.liveness.reap()
         await asyncio.sleep(1.2)
         await other.liveness.reap()
@@ -647,7 +651,7 @@ async def test_a_crash_can_resend_no_more_than_the_sends_in_flight(tmp_path: Pat
 
     tg.deliver = counting  # type: ignore[method-assign]
     try:
-        async with Instance_(core, tg, stale=30.0) as one:
+        async with Instance_(core, tg) as one:
             while await one.sender.flush():
                 pass
     finally:
