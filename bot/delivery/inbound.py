@@ -5,7 +5,9 @@ An adapter turns a platform request into an `Incoming` plus its inbox key and ca
 within a short timeout (a locked store must not hold Slack's 3-second ack). Items are then
 handled in lanes, one per person (their messages keep their order; others are not kept
 waiting): the core marks the item handled and writes its replies to the outbox in one
-transaction, and the sender takes it from there.
+transaction, and the sender takes it from there. Handling takes turns (`turns.Turns`): a few
+at once, one while requests are arriving, so that a burst of webhooks is answered as soon as
+each is kept, not after the handling of the ones before it.
 
 An item claimed by an instance that died is taken over by `drain()`, which runs at start and
 every few seconds. A store outage while handling gets the person one apology (sent directly:
@@ -28,6 +30,7 @@ from bot.delivery.batches import GroupCommit
 from bot.delivery.errors import DeliveryFailure, Parts
 from bot.delivery.liveness import Liveness
 from bot.delivery.stopping import finish
+from bot.delivery.turns import Turns
 from handlers.dispatch import STORE_ERRORS, Core
 from handlers.types import MAX_TEXT, STORE_OUTAGE, Incoming, Outgoing, Route, is_store_outage
 from storage.models import InboxItem, Instance
@@ -43,6 +46,7 @@ DRAIN_EVERY = 2.0
 # Per person: a burst of this many messages, then one every RATE_PERIOD seconds.
 RATE_BURST = 60
 RATE_PERIOD = 0.5
+HANDLING_SLOTS = 8  # items handled at once (one while requests are arriving: `Turns`)
 
 
 class StoreRefused(ConnectionError):
@@ -112,6 +116,7 @@ class Inbound:
         self.drain_every = drain_every
         self.rate = rate
         self.receivers: dict[str, Receiver] = {}
+        self.turns = Turns(HANDLING_SLOTS)
         self._lanes: dict[tuple[str, str], asyncio.Queue[_Job]] = {}
         self._lane_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._in_hand: set[int] = set()
@@ -145,7 +150,8 @@ class Inbound:
             inc = replace(inc, text=inc.text[:200])
         payload = {"incoming": inc.to_dict(), "hints": hints}
         keeping = asyncio.ensure_future(self._keep(platform, key, payload))
-        done, _ = await asyncio.wait({keeping}, timeout=timeout or self.receipt_timeout)
+        with self.turns.arrival():  # handling goes one at a time until this is answered
+            done, _ = await asyncio.wait({keeping}, timeout=timeout or self.receipt_timeout)
         if not done:  # the store is slow: keep trying while we live, answer the platform now
             task = asyncio.create_task(self._keep_late(keeping, platform, key, payload, handle))
             self._late.add(task)
@@ -307,19 +313,20 @@ class Inbound:
             return receiver.plan(inc, replies, hints)
 
         try:
+            answer: list[Outgoing] | None = None
             if self._flooding(job):
                 bucket = self._buckets[(job.platform, job.inc.user_id)]
                 told, bucket.told = bucket.told, True
-                notice = [] if told else [Outgoing("delivery.slow_down")]
-                await self.core.answer(job.inc, job.inbox_id, notice, plan=plan)
+                answer = [] if told else [Outgoing("delivery.slow_down")]
+            elif refusal := hints.get("refuse"):
+                answer = [Outgoing.from_dict(refusal)]
+            if answer is not None:
+                async with self.turns.turn():
+                    await self.core.answer(job.inc, job.inbox_id, answer, plan=plan)
                 return True
-            refusal = hints.get("refuse")
-            if refusal:
-                await self.core.answer(job.inc, job.inbox_id, [Outgoing.from_dict(refusal)],
-                                       plan=plan)
-                return True
-            inc = await receiver.prepare(job.inc)
-            replies = await self.core.handle(inc, job.inbox_id, plan=plan)
+            inc = await receiver.prepare(job.inc)  # a file download: network, not a turn
+            async with self.turns.turn():
+                replies = await self.core.handle(inc, job.inbox_id, plan=plan)
         except STORE_ERRORS as exc:
             log.warning("inbox item %s: store unavailable (%s); trying again later",
                         job.inbox_id, type(exc).__name__)
