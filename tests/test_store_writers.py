@@ -1,0 +1,87 @@
+"""On SQLite, this process's writers take the write lock in turn (`storage/db.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from storage.db import Database
+
+
+async def _store(tmp_path: Path, **kw: int) -> Database:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", **kw)
+    async with db.transaction() as session:
+        await session.execute(text("CREATE TABLE w (n INTEGER)"))
+    return db
+
+
+async def test_a_burst_of_writers_is_served_in_the_order_it_came(tmp_path: Path) -> None:
+    """Forty writers at once, each holding the lock across a few awaits. Left to SQLite's
+    busy handler, the waiters polled the lock and took it in no order; some lost for long."""
+    db = await _store(tmp_path)
+
+    async def write(n: int) -> None:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO w VALUES (:n)"), {"n": n})
+            for _ in range(3):
+                await asyncio.sleep(0)  # other writers arrive meanwhile
+            await session.execute(text("SELECT count(*) FROM w"))
+
+    try:
+        await asyncio.gather(*(write(n) for n in range(40)))
+        async with db.reading() as session:
+            order = list(await session.scalars(text("SELECT n FROM w ORDER BY rowid")))
+    finally:
+        await db.dispose()
+    assert order == list(range(40))
+
+
+async def test_a_writer_waiting_past_the_busy_timeout_fails_as_sqlite_would(
+        tmp_path: Path) -> None:
+    db = await _store(tmp_path, busy_timeout_ms=200)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO w VALUES (1)"))
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await held.wait()
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with db.transaction() as session:
+                await session.execute(text("INSERT INTO w VALUES (2)"))
+        async with db.reading() as session:  # a reader never waits for the writers
+            assert await session.scalar(text("SELECT count(*) FROM w")) == 0
+        release.set()
+        await holder
+        async with db.transaction() as session:  # the lock is free again
+            await session.execute(text("INSERT INTO w VALUES (3)"))
+        async with db.reading() as session:
+            assert list(await session.scalars(text("SELECT n FROM w ORDER BY n"))) == [1, 3]
+    finally:
+        release.set()
+        await asyncio.gather(holder, return_exceptions=True)
+        await db.dispose()
+
+
+async def test_a_failed_transaction_hands_the_lock_on(tmp_path: Path) -> None:
+    db = await _store(tmp_path)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            async with db.transaction() as session:
+                await session.execute(text("INSERT INTO w VALUES (1)"))
+                raise ZeroDivisionError
+        async with db.transaction() as session:  # would wait out the busy timeout if kept
+            await session.execute(text("INSERT INTO w VALUES (2)"))
+        async with db.reading() as session:
+            assert list(await session.scalars(text("SELECT n FROM w"))) == [2]
+    finally:
+        await db.dispose()
