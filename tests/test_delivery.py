@@ -89,7 +89,9 @@ class Instance_:
         self.sender = Sender(core.db, core.clock, self.liveness,
                              {c.platform: c for c in channels}, first_backoff=1.0,
                              quick_retries=0)
-        self.inbound = Inbound(core, self.liveness, retry_first=0.05)
+        # A receipt slower than 1.5 s answers the platform and is kept later (`ReceiptDelayed`);
+        # on a loaded machine a write can take that long, and these tests await the receipt.
+        self.inbound = Inbound(core, self.liveness, retry_first=0.05, receipt_timeout=30.0)
         for c in channels:
             self.inbound.receivers[c.platform] = c
 
