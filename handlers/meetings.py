@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from slugify import slugify
 from sqlalchemy import select
 
 from handlers import forms
@@ -169,6 +168,7 @@ def calendar_file(ctx: Context, meeting: Meeting, reg: Registration, *,
                   cancel: bool = False) -> OutFile:
     """The meeting as an RFC 5545 invitation (or its cancellation) for one registrant."""
     from icalendar import Calendar, Event, vCalAddress  # loaded when a first file is made
+    from slugify import slugify
 
     zone = ZoneInfo(meeting.timezone)
     cal = Calendar()

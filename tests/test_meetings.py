@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -610,3 +612,11 @@ async def test_both_forms_make_modals_slack_accepts(chat: Transcript, demo_db: D
         View(**modal).validate_json()  # slack_sdk's own Block Kit checks
     register_modal = kit.modal(forms_seen[1], {"cancel": "Cancel"})
     assert [b["block_id"] for b in register_modal["blocks"]][-1] == "chatham"
+
+
+def test_the_calendar_libraries_load_with_the_first_calendar_file() -> None:
+    probe = ("import sys, handlers; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'icalendar', 'slugify'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
