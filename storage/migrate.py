@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -42,5 +43,8 @@ async def current_revision(db: Database) -> str | None:
         )
 
 
+@cache
 def head_revision() -> str | None:
+    """The newest revision this code knows. Read once: the health check asks at every
+    heartbeat, and Alembic reads (executes) every migration file each time it is asked."""
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
