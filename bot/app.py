@@ -12,6 +12,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from bot.delivery import Inbound, Liveness, Sender
 from bot.delivery.stopping import finish
@@ -22,7 +23,7 @@ from handlers.clock import Clock, SystemClock
 from handlers.context import CoreConfig
 from handlers.dispatch import Core
 from messages import Renderer
-from storage.db import Database, StoreUnavailable, safe_url
+from storage.db import Database, StoreUnavailable, is_locked, safe_url
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.models import InboxItem, StoreIdentity
 from storage.upsert import insert_ignore
@@ -76,6 +77,19 @@ class BotApp:
         self.stop_grace = 15.0  # seconds a stopping process gives the work in hand
 
     async def open(self, *, create: bool = False) -> None:
+        """`_open`; a SQLite file another process holds locked past the busy timeout is one
+        clear `StoreUnavailable` (it was a traceback)."""
+        try:
+            await self._open(create=create)
+        except OperationalError as exc:
+            if not is_locked(exc):
+                raise
+            raise StoreUnavailable(
+                f"the database {safe_url(self.db.url)} is locked: another process has been "
+                f"writing to it for over {self.db.busy_timeout_s:g} s; try again when it is "
+                "done") from None
+
+    async def _open(self, *, create: bool = False) -> None:
         """Check the store answers, bring its schema up to date, and note its identity.
 
         An empty store (a new SQLite file, or one replaced by an empty one) is set up only

@@ -66,6 +66,11 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def is_locked(exc: BaseException) -> bool:
+    """Whether a store error is SQLite's "database is locked" (a writer held it too long)."""
+    return "database is locked" in str(getattr(exc, "orig", None) or exc)
+
+
 def safe_url(url: str | URL) -> str:
     """The URL with any password masked, fit for a log line or an error."""
     return make_url(url).render_as_string(hide_password=True)

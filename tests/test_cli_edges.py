@@ -9,6 +9,7 @@ import re
 import select
 import shlex
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -135,3 +136,26 @@ def test_a_number_after_a_form_is_not_taken_for_one_of_its_answers(workdir: Path
         "A number on its own answers a question of a form or picks a button, and no question "
         "is open now. To file an update, send /update or write the update in a sentence or "
         "two. Send /help to see what I can do.")
+
+
+def test_a_store_another_process_keeps_locked_is_one_clear_line(workdir: Path) -> None:
+    """Another process holds the SQLite write lock past the busy timeout (5 s) while fpbot
+    starts: one sentence, exit 2, and the store is untouched (it was a 40-line traceback)."""
+    holder = sqlite3.connect(workdir / "fpbot.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = subprocess.run([*FPBOT, "chat", "--as", "fp.chile@demo.invalid"],
+                                input="/whoami\n", env=_env(workdir), cwd=workdir,
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"fpbot: the database sqlite+aiosqlite:///{workdir / 'fpbot.db'} is locked: another "
+        "process has been writing to it for over 5 s; try again when it is done"]
+    assert result.stdout == ""
+    again = subprocess.run([*FPBOT, "chat", "--as", "fp.chile@demo.invalid"],
+                           input="/whoami\n", env=_env(workdir), cwd=workdir,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "Catalina Rojas" in again.stdout
