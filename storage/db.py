@@ -121,7 +121,11 @@ class Database:
         if lock is None:
             lock = self._writers[loop] = asyncio.Lock()
         try:
-            await asyncio.wait_for(lock.acquire(), self.busy_timeout_s)
+            # Not `wait_for`: on 3.11 it returns the lock to a task cancelled just as the lock
+            # was handed to it, and the cancelled task carried on (a killed sender's lane went
+            # on sending, and its stop waited for ever).
+            async with asyncio.timeout(self.busy_timeout_s):
+                await lock.acquire()
         except TimeoutError:
             raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError(
                 "database is locked (by this process's writers)")) from None

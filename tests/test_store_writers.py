@@ -85,3 +85,29 @@ async def test_a_failed_transaction_hands_the_lock_on(tmp_path: Path) -> None:
             assert list(await session.scalars(text("SELECT n FROM w"))) == [2]
     finally:
         await db.dispose()
+
+
+async def test_a_writer_cancelled_as_the_lock_is_handed_to_it_stays_cancelled(
+        tmp_path: Path) -> None:
+    """The lock is handed to a waiting writer, and the writer is cancelled before it runs (a
+    process stopping). It must not go on: under `asyncio.wait_for` it did, and wrote."""
+    db = await _store(tmp_path)
+
+    async def write(n: int) -> None:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO w VALUES (:n)"), {"n": n})
+
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO w VALUES (1)"))
+            waiter = asyncio.create_task(write(2))
+            for _ in range(5):
+                await asyncio.sleep(0)  # the waiter is queued for the lock
+        waiter.cancel()  # the lock was handed to it on the way out above; it has not run since
+        [outcome] = await asyncio.gather(waiter, return_exceptions=True)
+        assert isinstance(outcome, asyncio.CancelledError)
+        await asyncio.wait_for(write(3), 5)  # and the lock is free
+        async with db.reading() as session:
+            assert list(await session.scalars(text("SELECT n FROM w ORDER BY n"))) == [1, 3]
+    finally:
+        await db.dispose()
