@@ -44,6 +44,33 @@ async def test_while_a_request_arrives_one_item_is_handled_at_a_time() -> None:
     await asyncio.gather(*tasks)
 
 
+async def test_while_requests_arrive_a_new_item_waits_for_that_many_answers() -> None:
+    turns, entered, release = Turns(4, every=3), [], asyncio.Event()
+    with turns.arrival():  # the burst: requests keep arriving throughout
+        tasks = [asyncio.create_task(_hold(turns, entered, n, release)) for n in "abc"]
+        await _settle()
+        assert entered == ["a"]  # the first goes at once
+        release.set()
+        await _settle()
+        assert entered == ["a"]  # a is done, but no request has been answered since it began
+        for answered in (1, 2):
+            with turns.arrival():
+                pass
+            await _settle()
+            assert entered == ["a"], f"b began after {answered} answer(s) of 3"
+        with turns.arrival():
+            pass
+        await _settle()
+        assert entered == ["a", "b"]  # the third answer gives the next turn
+        for _ in range(3):
+            with turns.arrival():
+                pass
+        await _settle()
+        assert entered == ["a", "b", "c"]
+    await asyncio.gather(*tasks)
+    assert turns.active == 0 and turns.arriving == 0
+
+
 async def test_items_already_in_hand_finish_and_the_next_waits_for_the_burst() -> None:
     turns, entered = Turns(3), []
     first, later = asyncio.Event(), asyncio.Event()

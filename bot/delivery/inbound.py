@@ -6,8 +6,8 @@ within a short timeout (a locked store must not hold Slack's 3-second ack). Item
 handled in lanes, one per person (their messages keep their order; others are not kept
 waiting): the core marks the item handled and writes its replies to the outbox in one
 transaction, and the sender takes it from there. Handling takes turns (`turns.Turns`): a few
-at once, one while requests are arriving, so that a burst of webhooks is answered as soon as
-each is kept, not after the handling of the ones before it.
+at once, and while requests are arriving one per `RECEIPTS_PER_TURN` answered, so that a burst
+of webhooks is answered as soon as each is kept, not after the handling of the ones before it.
 
 An item claimed by an instance that died is taken over by `drain()`, which runs at start and
 every few seconds. A store outage while handling gets the person one apology (sent directly:
@@ -47,6 +47,7 @@ DRAIN_EVERY = 2.0
 RATE_BURST = 60
 RATE_PERIOD = 0.5
 HANDLING_SLOTS = 8  # items handled at once (one while requests are arriving: `Turns`)
+RECEIPTS_PER_TURN = 16  # while requests arrive, a handling turn per this many answered
 
 
 class StoreRefused(ConnectionError):
@@ -116,7 +117,7 @@ class Inbound:
         self.drain_every = drain_every
         self.rate = rate
         self.receivers: dict[str, Receiver] = {}
-        self.turns = Turns(HANDLING_SLOTS)
+        self.turns = Turns(HANDLING_SLOTS, RECEIPTS_PER_TURN)
         self._lanes: dict[tuple[str, str], asyncio.Queue[_Job]] = {}
         self._lane_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._in_hand: set[int] = set()
@@ -150,7 +151,7 @@ class Inbound:
             inc = replace(inc, text=inc.text[:200])
         payload = {"incoming": inc.to_dict(), "hints": hints}
         keeping = asyncio.ensure_future(self._keep(platform, key, payload))
-        with self.turns.arrival():  # handling goes one at a time until this is answered
+        with self.turns.arrival():  # handling yields to answering until this is answered
             done, _ = await asyncio.wait({keeping}, timeout=timeout or self.receipt_timeout)
         if not done:  # the store is slow: keep trying while we live, answer the platform now
             task = asyncio.create_task(self._keep_late(keeping, platform, key, payload, handle))

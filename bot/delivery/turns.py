@@ -7,9 +7,11 @@ count a slow answer as a failure and deliver again. So handling takes turns:
 
 - up to `slots` items at once when nothing is arriving (the store's connections are shared
   with the sender and the scheduler: handling never takes all of them);
-- one at a time while requests are being received, so each answer waits for its own inbox
-  write and not for the handling of those before it. Handling never stops: one item is always
-  allowed, and the rest follow the moment the burst is in.
+- while requests are being received, one item at a time, and a new one only once `every`
+  requests have been answered since the last one began. Answering comes first, so each
+  answer waits for its own inbox write and not for the handling of others; handling never
+  stops (it goes on at a fixed share of the answers), and the rest follow the moment the
+  burst is in.
 
 Nothing here waits on a clock: a turn is given when one is returned or a receipt ends.
 """
@@ -25,17 +27,26 @@ from collections.abc import AsyncIterator, Iterator
 class Turns:
     """`async with turns.turn():` handles one item; `with turns.arrival():` receives one."""
 
-    def __init__(self, slots: int) -> None:
-        if slots < 1:
-            raise ValueError("at least one item must be handled at a time")
+    def __init__(self, slots: int, every: int = 1) -> None:
+        if slots < 1 or every < 1:
+            raise ValueError("at least one item must be handled at a time, after at least "
+                             "one answer")
         self.slots = slots
+        self.every = every
         self.active = 0  # items being handled
         self.arriving = 0  # requests being received
+        self.answered = every  # requests answered since a turn began while others arrived
         self._waiting: deque[asyncio.Future[None]] = deque()
 
-    @property
-    def limit(self) -> int:
-        return 1 if self.arriving else self.slots
+    def _may_start(self) -> bool:
+        if not self.arriving:
+            return self.active < self.slots
+        return self.active == 0 and self.answered >= self.every
+
+    def _start(self) -> None:
+        self.active += 1
+        if self.arriving:
+            self.answered = 0
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -53,11 +64,12 @@ class Turns:
             yield
         finally:
             self.arriving -= 1
+            self.answered += 1
             self._give()
 
     async def _acquire(self) -> None:
-        if not self._waiting and self.active < self.limit:
-            self.active += 1
+        if not self._waiting and self._may_start():
+            self._start()
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(granted)
@@ -73,8 +85,8 @@ class Turns:
             raise
 
     def _give(self) -> None:
-        while self._waiting and self.active < self.limit:
+        while self._waiting and self._may_start():
             granted = self._waiting.popleft()
             if not granted.done():
-                self.active += 1
+                self._start()
                 granted.set_result(None)
