@@ -123,7 +123,8 @@ class ReminderJobs:
         await asyncio.sleep(0)  # a run just submitted starts, and sees `stopping`
         for task in list(self.active):
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+                async with asyncio.timeout(grace):  # not wait_for: see storage/db.py
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

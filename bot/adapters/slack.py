@@ -530,7 +530,8 @@ class SlackAdapter:
         handling = asyncio.ensure_future(self.app.inbound.handle_now(
             PLATFORM, context["fp_inbox"], inc, context["fp_hints"]))
         try:
-            replies = await asyncio.wait_for(asyncio.shield(handling), SUBMISSION_WAIT)
+            async with asyncio.timeout(SUBMISSION_WAIT):  # not wait_for: see storage/db.py
+                replies = await asyncio.shield(handling)
         except TimeoutError:
             context["fp_hints"]["acked"] = True  # too late for the modal: errors go to the DM
             await ack()

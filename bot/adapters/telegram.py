@@ -637,8 +637,9 @@ class TelegramAdapter:
         if not self.offset or self.application is None:
             return
         with contextlib.suppress(TelegramError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.bot.get_updates(offset=self.offset, timeout=0, limit=1,
-                                                        allowed_updates=list(ALLOWED_UPDATES)), 5)
+            async with asyncio.timeout(5):
+                await self.bot.get_updates(offset=self.offset, timeout=0, limit=1,
+                                           allowed_updates=list(ALLOWED_UPDATES))
 
     async def _on_webhook(self, request: Request) -> Response:
         """Store the update, then answer 200; a forged secret gets 403, a body over 1 MB 413,

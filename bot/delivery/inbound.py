@@ -267,7 +267,8 @@ class Inbound:
                     job.attempt += 1
                     pause = min(self.retry_first * 2 ** (job.attempt - 1), RETRY_MAX)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), pause)
+                        async with asyncio.timeout(pause):  # not wait_for: see storage/db.py
+                            await self._stopping.wait()
                     if self._stopping.is_set():
                         self._done(job.inbox_id)
                         while not queue.empty():  # kept in the inbox for the next start
@@ -395,7 +396,8 @@ class Inbound:
             except Exception:
                 log.exception("inbox drain failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.drain_every)
+                async with asyncio.timeout(self.drain_every):
+                    await self._stopping.wait()
 
     @property
     def stopping(self) -> bool:
@@ -406,7 +408,8 @@ class Inbound:
         return not self._lane_tasks
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is in hand (briefly); the rest stays in the inbox."""

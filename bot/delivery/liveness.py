@@ -148,7 +148,8 @@ class Liveness:
     async def _heartbeat(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.beat)
+                async with asyncio.timeout(self.beat):  # not wait_for: see storage/db.py
+                    await self._stop.wait()
             if self._stop.is_set():
                 return
             if self._paused:
