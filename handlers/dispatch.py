@@ -146,14 +146,15 @@ class Core:
 
     async def _context(self, session: AsyncSession, inc: Incoming, *,
                        seen: bool = True) -> Context:
-        identity = await session.scalar(
+        identity = (await session.execute(
             select(Identity)
             .where(Identity.platform == inc.platform, Identity.user_id == inc.user_id)
-            # The person and their roles in one round trip more; their other accounts only
-            # when a handler asks for them (`awaitable_attrs.identities`).
-            .options(joinedload(Identity.person).selectinload(Person.roles),
+            # The person and their roles in the same statement (a person has a role or
+            # three: a join, not a second round trip); their other accounts only when a
+            # handler asks for them (`awaitable_attrs.identities`).
+            .options(joinedload(Identity.person).joinedload(Person.roles),
                      joinedload(Identity.person).lazyload(Person.identities))
-        )
+        )).unique().scalar_one_or_none()
         person = identity.person if identity is not None else None
         now = self.clock.now()
         if identity is not None and seen:
