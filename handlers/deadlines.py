@@ -14,7 +14,7 @@ from handlers.context import Context
 from handlers.digest import owner_label
 from handlers.forms import Field, Form
 from handlers.network import find_member
-from handlers.reminders import load_roster, member_targets, person_targets
+from handlers.reminders import load_roster, member_targets, person_targets, roster_of
 from handlers.types import Choice, Incoming, Outgoing, UserError
 from storage.deadlines import (
     DEFAULT_OFFSETS,
@@ -137,7 +137,7 @@ async def _mine(ctx: Context) -> list[tuple[Deadline, str, bool]]:
     """The open deadlines that concern the caller: (deadline, for which member, still owed)."""
     person = ctx.person
     assert person is not None
-    roster = await load_roster(ctx.session)
+    roster = await roster_of(ctx.session, person)  # only their part: see `roster_of`
     own = {m.id: m for m in ctx.own_members()}
     found: list[tuple[Deadline, str, bool]] = []
     for d in await ctx.session.scalars(
