@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.applications import Starlette
 
 from bot.adapters.slack import SlackAdapter
@@ -34,14 +34,17 @@ from handlers.digest import build_digest, digest_messages
 from handlers.reminders import queue_outgoing
 from handlers.types import Incoming, OutFile, Outgoing
 from storage.db import Database
+from storage.deadlines import audience, sync_deadline
 from storage.invitations import create_invitation
 from storage.models import (
     Conversation,
+    DeadlineKind,
     Identity,
     InboxItem,
     MembershipRequest,
     OutboxItem,
     Person,
+    RoleName,
 )
 from tests.conftest import COORDINATOR, FP_CHILE
 from tests.fakes.slack_api import (
@@ -472,6 +475,42 @@ async def test_a_notice_is_sent_and_marked_while_app_home_is_still_being_publish
     [home] = [p for p in publishes if p.status == 200]
     assert home.params["user_id"] == "U1"
     assert "Hello, " in json.dumps(blocks_of(home.params, "view"))
+
+
+async def test_app_home_after_a_notice_reads_its_person_not_the_whole_network(
+        slack: Slack, demo_db: Database, clock: FrozenClock) -> None:
+    """The App Home that follows each Slack notice lists the person's deadlines from their
+    own members and roles. It used to load the whole roster for that: 0.4 s of the event
+    loop per refresh at 2,000 people, so a Slack fan-out's refreshes (100 a minute) starved
+    the process's Telegram sends (a fan-out to 1,000 on each: Telegram 3.7x its floor)."""
+    from tests.test_digest import add_members
+
+    await add_members(demo_db, 300, clock.now())
+    await bind(demo_db, FP_CHILE, "U1", clock)
+    title = "Focal points' contributions to the App Home check"
+    async with demo_db.transaction() as session:
+        await sync_deadline(session, DeadlineKind.CUSTOM, None, clock.now() + timedelta(days=3),
+                            title, audience(roles=[RoleName.FOCAL_POINT]), now=clock.now())
+        chile = await session.scalar(select(Person.id).where(Person.email == FP_CHILE))
+        assert chile is not None
+        await queue_outgoing(session, [(chile, "test:notice", Outgoing("forms.nothing_to_cancel"))],
+                             clock.now())
+    people: list[int] = []
+
+    def loaded(person: Person, context: Any) -> None:
+        people.append(person.id)
+
+    event.listen(Person, "load", loaded)
+    try:
+        await slack.app.wait_idle()
+        await slack.settled()
+    finally:
+        event.remove(Person, "load", loaded)
+
+    [home] = [p for p in slack.fake.calls_to("views.publish") if p.status == 200]
+    assert home.params["user_id"] == "U1"
+    assert title in json.dumps(blocks_of(home.params, "view")), "their deadline is listed"
+    assert len(people) <= 5, f"{len(people)} people read for one notice and its App Home"
 
 
 async def test_posts_past_the_workspace_quota_are_paced_and_meet_no_ratelimited(
