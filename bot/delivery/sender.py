@@ -270,19 +270,25 @@ class Sender:
 
     async def _send_one(self, row_id: int) -> bool:
         """Send one claimed row; False when the rest of its lane must wait."""
-        async with self._in_flight:
-            item = await self._take(row_id)
-        if item is None:
-            return not self.stopping.is_set() and self.liveness.fresh()
-        tried: list[str] = list(item.extras.get("tried", []))
+        item: OutboxItem | None = None
+        tried: list[str] = []
         waited = 0.0
         quick = 0
         while True:
             try:
+                # The claim checked and the row addressed in one turn: a lane that gave its
+                # slot back in between queued again behind every other lane's check, and a
+                # fan-out sent nothing until each of its rows (Slack's 1,000 too) was checked.
                 async with self._in_flight:
+                    if item is None:
+                        item = await self._take(row_id)
+                        if item is None:
+                            return not self.stopping.is_set() and self.liveness.fresh()
+                        tried = list(item.extras.get("tried", []))
                     channel, chat_id, locale, tz = await self._address(item, tried)
                     out = await self._message(item)
             except Undeliverable as exc:
+                assert item is not None  # raised by `_address`, once the row is ours
                 if tried:  # refused for good on every platform it has
                     await self._give_up(item)
                     return True
