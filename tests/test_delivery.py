@@ -693,3 +693,50 @@ async def test_a_slow_platform_filling_the_sweep_window_holds_back_no_other(core
         await one.sender.flush()
     assert len(slack.sent) == BATCH + 20
     assert await _count(core.db, OutboxItem.status == "sent") == BATCH + 30
+
+
+class FirstSendCounter(Recorder):
+    """A Recorder that notes, at its first send, how many rows the sender had checked out."""
+
+    def __init__(self, platform: str, db: Database) -> None:
+        super().__init__(platform)
+        self.db = db
+        self.checked_at_first: int | None = None
+
+    async def deliver(self, chat_id: str, message: Outgoing, *, locale: str, tz: str,
+                      extras: Mapping[str, Any], parts: Parts | None = None) -> None:
+        if self.checked_at_first is None:
+            async with self.db.reading() as session:
+                self.checked_at_first = int(await session.scalar(
+                    select(func.count()).select_from(OutboxItem)
+                    .where(OutboxItem.attempts > 0)) or 0)
+        await super().deliver(chat_id, message, locale=locale, tz=tz, extras=extras,
+                              parts=parts)
+
+
+async def test_a_fan_out_sends_before_every_row_of_it_is_checked(core: Core) -> None:
+    """A fan-out's rows, Telegram's and Slack's in turn (a roster mixing platforms): the first
+    Telegram message goes once a few rows are checked (claim still ours) and addressed. Each
+    row used to give its slot back between the check and the address and queue again behind
+    every other row's check: nothing went until all of them, Slack's too, were checked (ten
+    seconds of a fan-out to 1,000 on each)."""
+    slack, tg = Recorder("slack"), FirstSendCounter("telegram", core.db)
+    slack.hang = asyncio.Event()
+    now = core.clock.now()
+    async with core.db.transaction() as session:
+        for n in range(60):
+            for platform, chat in (("telegram", str(n)), ("slack", f"D{n}")):
+                session.add(OutboxItem(platform=platform, chat_id=chat, lane=f"{platform}:{chat}",
+                                       message=Outgoing("help.help").to_dict(),
+                                       created_at=now, not_before=now))
+    async with Instance_(core, slack, tg) as one:
+        assert await one.sender.sweep() == 120
+        await asyncio.gather(*(one.sender._lane_tasks[f"telegram:{n}"] for n in range(60)))
+        assert len(tg.sent) == 60 and slack.sent == []
+        assert tg.checked_at_first is not None
+        assert tg.checked_at_first <= 2 * one.sender.max_in_flight, (
+            f"{tg.checked_at_first} of 120 rows checked before the first send")
+        slack.hang.set()
+        await one.sender.flush()
+    assert len(slack.sent) == 60
+    assert await _count(core.db, OutboxItem.status == "sent") == 120
