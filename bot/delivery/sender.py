@@ -312,7 +312,8 @@ class Sender:
                              wait)
                     waited += wait
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), wait)
+                        async with asyncio.timeout(wait):  # not wait_for: see storage/db.py
+                            await self.stopping.wait()
                     if await self._still_ours(item.id):
                         continue
                     return False
@@ -449,7 +450,8 @@ class Sender:
             if not self._lanes:
                 self._idle.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=every)
+                async with asyncio.timeout(every):
+                    await self.wake.wait()
 
     async def flush(self) -> int:
         """Send everything due now and wait for it (the console, tests); returns rows claimed."""
@@ -473,7 +475,8 @@ class Sender:
                 if not await self.sweep():
                     if not self._lane_tasks:
                         return
-        await asyncio.wait_for(settle(), timeout)
+        async with asyncio.timeout(timeout):
+            await settle()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Let the sweep in hand end, finish the sends in flight (up to `grace` s), hand back
