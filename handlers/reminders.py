@@ -37,6 +37,7 @@ from storage.deadlines import (
     next_working,
     offset_delta,
     owes,
+    owing,
     send_time,
     useful_offsets,
     zone,
@@ -183,10 +184,20 @@ class _Planner:
         self.recorded = recorded
         self.out: list[Candidate] = []
         self._owes: dict[tuple[int, int | None, int | None], bool] = {}
+        # deadline id -> its audience (members, persons), until the first question about it
+        self._audiences: dict[int, tuple[list[int], list[int]]] = {}
 
     async def still_owes(self, deadline: Deadline, member_id: int | None,
                          person_id: int | None) -> bool:
         key = (deadline.id, member_id, person_id)
+        audience = self._audiences.pop(deadline.id, None) if key not in self._owes else None
+        if audience is not None:
+            # The first reminder due for a deadline asks for its whole audience at once.
+            members, persons = audience
+            found = await owing(self.session, deadline, members, persons)
+            if found is not None:
+                self._owes.update({(deadline.id, m, None): m in found[0] for m in members})
+                self._owes.update({(deadline.id, None, p): p in found[1] for p in persons})
         if key not in self._owes:
             self._owes[key] = await owes(self.session, deadline, member_id, person_id)
         return self._owes[key]
@@ -254,6 +265,8 @@ class _Planner:
         late = [o for o in offsets if offset_delta(o) <= ALTERNATES_FROM]
         seen: set[int] = set()
         members = member_targets(deadline, self.roster, self.at)
+        persons = person_targets(deadline, self.roster)
+        self._audiences[deadline.id] = (members, [p.id for p in persons])
         # A meeting's roles say who may register: alternates are not told to register for a
         # meeting that only focal points may attend (they could not).
         alternates_act = (deadline.kind != DeadlineKind.MEETING_REGISTRATION
@@ -280,7 +293,7 @@ class _Planner:
                     await self.remind(deadline, p, member, mine, "alternate",
                                       handed_over=not present and bool(fps))
                 seen.add(p.id)
-        for p in person_targets(deadline, self.roster):
+        for p in persons:
             if p.id in seen:
                 continue
             if is_away(p, self.at):

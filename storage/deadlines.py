@@ -9,7 +9,7 @@ entry yet is never reminded.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -234,20 +234,28 @@ Owes = Callable[[AsyncSession, Deadline, int | None, int | None], Awaitable[bool
 # (session, deadlines) -> {deadline id: ids of the members that have done it}: the digest's
 # "not submitted" list in one query, whatever the number of members.
 DoneMembers = Callable[[AsyncSession, Sequence[Deadline]], Awaitable[dict[int, set[int]]]]
+# (session, deadline, member ids, person ids) -> (those members, those persons) that still owe
+# it: `owes` for a whole audience in a statement or two, whatever its size (the reminder sweep
+# of a deadline of 2,000 focal points asked 2,000 times before).
+Owing = Callable[[AsyncSession, Deadline, Collection[int], Collection[int]],
+                 Awaitable[tuple[set[int], set[int]]]]
 
 
 @dataclass(frozen=True)
 class Obligation:
     owes: Owes
     done_members: DoneMembers | None = None
+    owing: Owing | None = None
 
 
 OBLIGATIONS: dict[str, Obligation] = {}
 
 
-def register_obligation(kind: str, owes: Owes, done_members: DoneMembers | None = None) -> None:
-    """Say how to tell who still owes a deadline of `kind` (editions, meetings plug in here)."""
-    OBLIGATIONS[kind] = Obligation(owes, done_members)
+def register_obligation(kind: str, owes: Owes, done_members: DoneMembers | None = None,
+                        owing: Owing | None = None) -> None:
+    """Say how to tell who still owes a deadline of `kind` (editions, meetings plug in here);
+    `owing`, when given, answers `owes` for many at once and must agree with it."""
+    OBLIGATIONS[kind] = Obligation(owes, done_members, owing)
 
 
 async def owes(session: AsyncSession, deadline: Deadline, member_id: int | None,
@@ -258,12 +266,38 @@ async def owes(session: AsyncSession, deadline: Deadline, member_id: int | None,
     return await obligation.owes(session, deadline, member_id, person_id)
 
 
+async def owing(session: AsyncSession, deadline: Deadline, member_ids: Collection[int],
+                person_ids: Collection[int]) -> tuple[set[int], set[int]] | None:
+    """The members and the persons among those given that still owe `deadline`, or None when
+    its kind can only be asked one at a time (`owes`)."""
+    obligation = OBLIGATIONS.get(deadline.kind)
+    if obligation is None:
+        return set(), set()
+    if obligation.owing is None:
+        return None
+    return await obligation.owing(session, deadline, member_ids, person_ids)
+
+
 async def _custom_owes(session: AsyncSession, deadline: Deadline, member_id: int | None,
                        person_id: int | None) -> bool:
     done = select(DeadlineDone.id).where(DeadlineDone.deadline_id == deadline.id)
     done = (done.where(DeadlineDone.member_id == member_id) if member_id is not None
             else done.where(DeadlineDone.person_id == person_id))
     return await session.scalar(done.limit(1)) is None
+
+
+async def _custom_owing(session: AsyncSession, deadline: Deadline, member_ids: Collection[int],
+                        person_ids: Collection[int]) -> tuple[set[int], set[int]]:
+    done_members: set[int] = set()
+    done_persons: set[int] = set()
+    rows = await session.execute(select(DeadlineDone.member_id, DeadlineDone.person_id)
+                                 .where(DeadlineDone.deadline_id == deadline.id))
+    for member_id, person_id in rows:
+        if member_id is not None:
+            done_members.add(member_id)
+        if person_id is not None:
+            done_persons.add(person_id)
+    return set(member_ids) - done_members, set(person_ids) - done_persons
 
 
 async def _custom_done(session: AsyncSession,
@@ -286,6 +320,14 @@ async def _action_owes(session: AsyncSession, deadline: Deadline, member_id: int
     return status == "open"
 
 
+async def _action_owing(session: AsyncSession, deadline: Deadline, member_ids: Collection[int],
+                        person_ids: Collection[int]) -> tuple[set[int], set[int]]:
+    """Everyone or nobody: the action point is open or it is not."""
+    if await _action_owes(session, deadline, None, None):
+        return set(member_ids), set(person_ids)
+    return set(), set()
+
+
 async def _action_done(session: AsyncSession,
                        deadlines: Sequence[Deadline]) -> dict[int, set[int]]:
     """An action point is done for everyone at once: every member, or none."""
@@ -296,8 +338,8 @@ async def _action_done(session: AsyncSession,
     return {d.id: (members if d.ref_id in done else set()) for d in deadlines}
 
 
-register_obligation(DeadlineKind.CUSTOM, _custom_owes, _custom_done)
-register_obligation(DeadlineKind.ACTION_POINT, _action_owes, _action_done)
+register_obligation(DeadlineKind.CUSTOM, _custom_owes, _custom_done, _custom_owing)
+register_obligation(DeadlineKind.ACTION_POINT, _action_owes, _action_done, _action_owing)
 
 
 async def mark_done(session: AsyncSession, deadline: Deadline, *, member_id: int | None,

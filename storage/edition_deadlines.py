@@ -9,7 +9,7 @@ a closed or published one has none any more.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -73,4 +73,12 @@ async def _done(session: AsyncSession, deadlines: Sequence[Deadline]) -> dict[in
     return found
 
 
-register_obligation(DeadlineKind.EDITION_SUBMISSION, _owes, _done)
+async def _owing(session: AsyncSession, deadline: Deadline, member_ids: Collection[int],
+                 person_ids: Collection[int]) -> tuple[set[int], set[int]]:
+    """The members that have not submitted, in one query; no person owes it alone."""
+    if deadline.ref_id is None:
+        return set(), set()
+    return set(member_ids) - (await _done(session, [deadline]))[deadline.id], set()
+
+
+register_obligation(DeadlineKind.EDITION_SUBMISSION, _owes, _done, _owing)

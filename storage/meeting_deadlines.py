@@ -16,7 +16,7 @@ edited or cancelled, and after any registration changes status.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import or_, select
@@ -115,6 +115,27 @@ async def _registration_owes(session: AsyncSession, deadline: Deadline, member_i
     return held is None
 
 
+async def _registration_owing(session: AsyncSession, deadline: Deadline,
+                              member_ids: Collection[int], person_ids: Collection[int]
+                              ) -> tuple[set[int], set[int]]:
+    """`_registration_owes` for a whole audience: the meeting's active registrations and the
+    delegations they belong to, read once."""
+    if deadline.ref_id is None or not await _scheduled(session, deadline.ref_id):
+        return set(), set()
+    held = (await session.execute(
+        select(Registration.member_id, Registration.person_id)
+        .where(Registration.meeting_id == deadline.ref_id,
+               Registration.status.in_(list(ACTIVE_REGISTRATION))))).all()
+    by_member = {m for m, _ in held if m is not None}
+    registered = {p for _, p in held if p is not None}
+    if member_ids and registered:
+        by_member |= set(await session.scalars(
+            select(Role.member_id).where(Role.person_id.in_(registered),
+                                         Role.role.in_(list(MEMBER_ROLES)),
+                                         Role.member_id.is_not(None))))
+    return set(member_ids) - by_member, set(person_ids) - registered
+
+
 async def _registration_done(session: AsyncSession,
                              deadlines: Sequence[Deadline]) -> dict[int, set[int]]:
     """The members with somebody registered for each meeting, in one query."""
@@ -147,5 +168,19 @@ async def _reminder_owes(session: AsyncSession, deadline: Deadline, member_id: i
     return held is not None
 
 
-register_obligation(DeadlineKind.MEETING_REGISTRATION, _registration_owes, _registration_done)
-register_obligation(DeadlineKind.MEETING_REMINDER, _reminder_owes)
+async def _reminder_owing(session: AsyncSession, deadline: Deadline, member_ids: Collection[int],
+                          person_ids: Collection[int]) -> tuple[set[int], set[int]]:
+    """`_reminder_owes` for a whole audience: the confirmed registrations, read once."""
+    if deadline.ref_id is None or not await _scheduled(session, deadline.ref_id):
+        return set(), set()
+    rows = await session.execute(
+        select(Registration.person_id, Registration.registered_by)
+        .where(Registration.meeting_id == deadline.ref_id,
+               Registration.status == RegistrationStatus.CONFIRMED))
+    hearing = {person if person is not None else by for person, by in rows}
+    return set(), set(person_ids) & hearing
+
+
+register_obligation(DeadlineKind.MEETING_REGISTRATION, _registration_owes, _registration_done,
+                    _registration_owing)
+register_obligation(DeadlineKind.MEETING_REMINDER, _reminder_owes, owing=_reminder_owing)
