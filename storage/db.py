@@ -10,7 +10,9 @@ the lock poll it in its busy handler, each sleeping longer after every miss (up 
 try): under a burst one writer lost the race for seconds, and some gave up after the busy
 timeout ("database is locked"). Writers of this process therefore queue for the lock in
 turn (first come, first served) and only the first of them asks SQLite; other processes on
-the file still meet the busy timeout, as before.
+the file still meet the busy timeout, as before. A writer that somebody outside is waiting
+on (an inbox receipt: Telegram or Slack waits for its answer) is `urgent`: it goes before
+the writers queued for other work, which keep their order among themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -79,6 +82,46 @@ def safe_url(url: str | URL) -> str:
 READING = "fpbot_reading"  # execution option of a read-only transaction
 
 
+class WriteTurns:
+    """One writer at a time; urgent waiters first, each kind in the order it came.
+
+    Like `asyncio.Lock`, a waiter cancelled after the turn was handed to it hands it on (the
+    turn is never lost), and one cancelled before is simply gone."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(), deque())  # urgent, then the rest
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if not self._held and not any(self._queues):
+            self._held = True
+            return
+        queue = self._queues[0 if urgent else 1]
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed to us as we were cancelled: pass it on
+            elif turn in queue:  # (a release may have passed over it already)
+                queue.remove(turn)
+            raise
+
+    def release(self) -> None:
+        for queue in self._queues:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # still held: it passes to that waiter
+                    return
+        self._held = False
+
+
 class Database:
     """Owns the engine and hands out sessions."""
 
@@ -100,17 +143,18 @@ class Database:
         if self.is_sqlite:
             _tune_sqlite(self.engine, busy_timeout_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteTurns] = (
             weakref.WeakKeyDictionary())
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on any error."""
-        async with self._writer(), self.sessions() as session, session.begin():
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on any error.
+        `urgent`: someone outside waits on it (see the module's doc)."""
+        async with self._writer(urgent), self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
-    async def _writer(self) -> AsyncIterator[None]:
+    async def _writer(self, urgent: bool = False) -> AsyncIterator[None]:
         """SQLite: this process's writers in turn (see the module's doc); waiting longer than
         the busy timeout fails as SQLite would. PostgreSQL: nothing to wait for."""
         if not self.is_sqlite:
@@ -119,13 +163,13 @@ class Database:
         loop = asyncio.get_running_loop()
         lock = self._writers.get(loop)
         if lock is None:
-            lock = self._writers[loop] = asyncio.Lock()
+            lock = self._writers[loop] = WriteTurns()
         try:
             # Not `wait_for`: on 3.11 it returns the lock to a task cancelled just as the lock
             # was handed to it, and the cancelled task carried on (a killed sender's lane went
             # on sending, and its stop waited for ever).
             async with asyncio.timeout(self.busy_timeout_s):
-                await lock.acquire()
+                await lock.acquire(urgent=urgent)
         except TimeoutError:
             raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError(
                 "database is locked (by this process's writers)")) from None

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from storage.db import Database
+from storage.db import Database, WriteTurns
 
 
 async def _store(tmp_path: Path, **kw: int) -> Database:
@@ -111,3 +111,49 @@ async def test_a_writer_cancelled_as_the_lock_is_handed_to_it_stays_cancelled(
             assert list(await session.scalars(text("SELECT n FROM w ORDER BY n"))) == [1, 3]
     finally:
         await db.dispose()
+
+
+async def test_a_receipt_goes_before_the_writers_queued_for_other_work(tmp_path: Path) -> None:
+    """An urgent writer (an inbox receipt: a platform waits for its answer) takes the lock
+    next, ahead of the writers already queued; those keep their order among themselves."""
+    db = await _store(tmp_path)
+
+    async def write(n: int, urgent: bool = False) -> None:
+        async with db.transaction(urgent=urgent) as session:
+            await session.execute(text("INSERT INTO w VALUES (:n)"), {"n": n})
+
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO w VALUES (0)"))
+            others = [asyncio.create_task(write(n)) for n in (1, 2, 3)]
+            for _ in range(5):
+                await asyncio.sleep(0)  # queued behind the holder
+            receipts = [asyncio.create_task(write(n, urgent=True)) for n in (10, 11)]
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await asyncio.gather(*others, *receipts)
+        async with db.reading() as session:
+            order = list(await session.scalars(text("SELECT n FROM w ORDER BY rowid")))
+    finally:
+        await db.dispose()
+    assert order == [0, 10, 11, 1, 2, 3]
+
+
+@pytest.mark.parametrize("urgent", [False, True])
+async def test_a_turn_handed_to_a_cancelled_waiter_passes_on(urgent: bool) -> None:
+    turns = WriteTurns()
+    await turns.acquire()
+    first = asyncio.create_task(turns.acquire(urgent=urgent))
+    second = asyncio.create_task(turns.acquire())
+    gone = asyncio.create_task(turns.acquire())
+    await asyncio.sleep(0)  # all three queued
+    gone.cancel()  # cancelled while waiting: simply gone
+    await asyncio.sleep(0)
+    turns.release()  # handed to `first`, which is cancelled before it runs
+    first.cancel()
+    [outcome] = await asyncio.gather(first, return_exceptions=True)
+    assert isinstance(outcome, asyncio.CancelledError)
+    await asyncio.wait_for(second, 5)  # the turn went on to `second`
+    assert turns.locked() and gone.cancelled()
+    turns.release()
+    assert not turns.locked()

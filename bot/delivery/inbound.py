@@ -202,7 +202,7 @@ class Inbound:
         for r in batch:
             first.setdefault((r.platform, r.key), r)
         now, me = self.clock.now(), self.liveness.id
-        async with self.db.transaction() as session:
+        async with self.db.transaction(urgent=True) as session:  # the platform waits
             written = await insert_ignore(session, InboxItem, [
                 {"platform": r.platform, "key": r.key, "payload": r.payload,
                  "received_at": now, "attempts": 0, "claimed_by": me}
