@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -49,7 +52,7 @@ from storage.demo import load_demo
 from storage.migrate import upgrade
 from storage.models import Base, OutboxItem
 from tests.fakes import validate
-from tests.message_coverage import RenderLog, render_everywhere
+from tests.message_coverage import RenderLog, render_everywhere, unsaid
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
@@ -81,17 +84,50 @@ def _whole_suite(config: pytest.Config) -> bool:
     return all(Path(arg).resolve() in (TESTS_DIR, TESTS_DIR.parent) for arg in config.args)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist (`-n`), in the controller: where each worker leaves what it said."""
+    node.workerinput["fpbot_said_dir"] = str(_said_dir(node.config))
+
+
+def _said_dir(config: pytest.Config) -> Path:
+    if _SAID_DIR not in config.stash:
+        config.stash[_SAID_DIR] = Path(tempfile.mkdtemp(prefix="fpbot-said."))
+    return config.stash[_SAID_DIR]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """On a whole, passing run: fail if a message key was never said or fails to render."""
-    if exitstatus != 0 or session.testsfailed or not _whole_suite(session.config):
+    """On a whole, passing run: fail if a message key was never said or fails to render.
+
+    Under pytest-xdist each worker renders what it said and leaves the keys and any failure
+    in a file; the controller, which runs no test, puts them together."""
+    config = session.config
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        said = {"said": sorted(RENDERED.contexts),
+                "problems": RENDERED.render_problems(Renderer())}
+        folder = Path(worker["fpbot_said_dir"])
+        (folder / f"{worker['workerid']}.json").write_text(json.dumps(said))
         return
-    problems = RENDERED.catalog_problems(Renderer())
-    session.config.stash[_CATALOG] = problems
+    if exitstatus != 0 or session.testsfailed or not _whole_suite(config):
+        return
+    if _SAID_DIR in config.stash:  # the workers' files
+        keys, problems = set(), []
+        for found in sorted(config.stash[_SAID_DIR].glob("*.json")):
+            part = json.loads(found.read_text())
+            keys.update(part["said"])
+            problems += part["problems"]
+        problems = unsaid(Renderer(), keys) + problems
+        shutil.rmtree(config.stash[_SAID_DIR], ignore_errors=True)
+    else:
+        problems = RENDERED.catalog_problems(Renderer())
+    config.stash[_CATALOG] = problems
     if problems:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 _CATALOG = pytest.StashKey[list[str]]()
+_SAID_DIR = pytest.StashKey[Path]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

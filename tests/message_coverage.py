@@ -176,15 +176,15 @@ class RenderLog:
 
     def catalog_problems(self, renderer: Renderer) -> list[str]:
         """Each key never produced, and each (key, locale, format, context) that fails."""
+        return unsaid(renderer, set(self.contexts)) + self.render_problems(renderer)
+
+    def render_problems(self, renderer: Renderer) -> list[str]:
+        """Each (key, locale, format, context) said in this process that fails to render."""
         render = self._original or Renderer.render
         problems: list[str] = []
         for locale in renderer.locales:
             for key in renderer.keys(locale):
-                samples = self.contexts.get(key)
-                if not samples:
-                    problems.append(f"{locale}/{key}: no test makes the bot say it")
-                    continue
-                for context in samples:
+                for context in self.contexts.get(key, ()):
                     for fmt in FORMATS:
                         try:
                             render(renderer, key, locale, fmt, **context)
@@ -192,3 +192,9 @@ class RenderLog:
                             problems.append(f"{locale}/{key} ({fmt}) with {context!r}: "
                                             f"{type(exc).__name__}: {exc}")
         return problems
+
+
+def unsaid(renderer: Renderer, said: set[str]) -> list[str]:
+    """Each key of each locale that no test made the bot say."""
+    return [f"{locale}/{key}: no test makes the bot say it"
+            for locale in renderer.locales for key in renderer.keys(locale) if key not in said]

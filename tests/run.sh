@@ -3,7 +3,7 @@
 # 1. makes/refreshes a virtualenv with the project's dev extra,
 # 2. installs Debian's Chromium when missing (the newsletter rendering tests need it) and
 #    starts a throw-away PostgreSQL cluster (unless TEST_DATABASE_URL is set),
-# 3. runs pytest inside the venv. Pytest exit 5 ("no tests collected") fails.
+# 3. runs pytest inside the venv, a worker per core. Pytest exit 5 ("no tests collected") fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -112,8 +112,9 @@ fi
 export FPBOT_REQUIRE_POSTGRES=1
 
 # --- 3. pytest --------------------------------------------------------------
+# One worker per core (pytest-xdist); FPBOT_TEST_WORKERS=0 runs everything in this process.
 rc=0
-"$VENV/bin/python" -m pytest "$@" || rc=$?
+"$VENV/bin/python" -m pytest -n "${FPBOT_TEST_WORKERS:-auto}" "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then
     echo "run.sh: pytest collected no tests (exit 5): failing" >&2
     rc=1
