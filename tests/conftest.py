@@ -86,8 +86,10 @@ def _whole_suite(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist (`-n`), in the controller: where each worker leaves what it said."""
-    node.workerinput["fpbot_said_dir"] = str(_said_dir(node.config))
+    """pytest-xdist (`-n`), in the controller: where each worker leaves what it said (only
+    on a run that checks the catalog)."""
+    if _whole_suite(node.config):
+        node.workerinput["fpbot_said_dir"] = str(_said_dir(node.config))
 
 
 def _said_dir(config: pytest.Config) -> Path:
@@ -104,23 +106,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     worker = getattr(config, "workerinput", None)
     if worker is not None:
-        said = {"said": sorted(RENDERED.contexts),
-                "problems": RENDERED.render_problems(Renderer())}
-        folder = Path(worker["fpbot_said_dir"])
-        (folder / f"{worker['workerid']}.json").write_text(json.dumps(said))
+        if "fpbot_said_dir" in worker:
+            said = {"said": sorted(RENDERED.contexts),
+                    "problems": RENDERED.render_problems(Renderer())}
+            folder = Path(worker["fpbot_said_dir"])
+            (folder / f"{worker['workerid']}.json").write_text(json.dumps(said))
         return
-    if exitstatus != 0 or session.testsfailed or not _whole_suite(config):
-        return
-    if _SAID_DIR in config.stash:  # the workers' files
-        keys, problems = set(), []
-        for found in sorted(config.stash[_SAID_DIR].glob("*.json")):
-            part = json.loads(found.read_text())
-            keys.update(part["said"])
-            problems += part["problems"]
-        problems = unsaid(Renderer(), keys) + problems
-        shutil.rmtree(config.stash[_SAID_DIR], ignore_errors=True)
-    else:
-        problems = RENDERED.catalog_problems(Renderer())
+    folder = config.stash.get(_SAID_DIR, None)  # the workers' files, under xdist
+    try:
+        if exitstatus != 0 or session.testsfailed or not _whole_suite(config):
+            return
+        if folder is not None:
+            keys, problems = set(), []
+            for found in sorted(folder.glob("*.json")):
+                part = json.loads(found.read_text())
+                keys.update(part["said"])
+                problems += part["problems"]
+            problems = unsaid(Renderer(), keys) + problems
+        else:
+            problems = RENDERED.catalog_problems(Renderer())
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     config.stash[_CATALOG] = problems
     if problems:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
