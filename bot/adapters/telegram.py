@@ -31,7 +31,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiolimiter import AsyncLimiter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -65,6 +64,7 @@ from telegram.error import (
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRateLimiter
 
 from bot.adapters import AdapterSetupError, read_capped
+from bot.adapters.pacing import Pace
 from bot.adapters.rendering import message_text
 from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from bot.delivery.stopping import finish
@@ -100,12 +100,13 @@ MB = 1_000_000
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 # Telegram: about 30 messages a second overall, 20 a minute in a group, and no more than about
-# one a second in one chat, short bursts tolerated. Each bucket holds a fifth of the burst
-# (at least one message) less than Telegram's: the margin for the lag between our clock and
-# its (a burst's first request, on a new connection, arrives late), which at the exact rate
-# turns into a 429 now and then.
+# one a second in one chat, short bursts tolerated. The lag between letting a request go and
+# its arrival is `Pace`'s business; each burst is still a fifth (at least one message) less
+# than Telegram's, since its figures are only "about".
 OVERALL_RATE = 30.0  # messages a second
 OVERALL_BURST = 24
+GROUP_RATE = 20 / 60  # messages a second in one group...
+GROUP_BURST = 16  # ...after a burst
 CHAT_BURST = 2  # one a second, after a burst of 2
 CHAT_PERIOD = 2.0
 MAX_RETRIES = 5  # RetryAfter retries; AIORateLimiter's default (0) gives up on the first 429
@@ -125,45 +126,66 @@ FORM_KINDS = frozenset({ANSWER, ANSWER_NUMBER, *FORM_CONTROLS})
 
 # -- rate limits ----------------------------------------------------------------------------
 class ChatPacedRateLimiter(AIORateLimiter):
-    """AIORateLimiter plus a pace per private chat (AIORateLimiter paces only groups)."""
+    """AIORateLimiter's retries of a 429, each attempt paced by `Pace`: overall, per group, and
+    per private chat (which AIORateLimiter does not pace)."""
 
     def __init__(self, *, chat_max_rate: float = CHAT_BURST, chat_time_period: float = CHAT_PERIOD,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._chat_rate = (chat_max_rate, chat_time_period)
-        self._chat_limiters: dict[int, AsyncLimiter] = {}
+                 overall: tuple[float, float] = (OVERALL_BURST, OVERALL_RATE),
+                 group: tuple[float, float] = (GROUP_BURST, GROUP_RATE),
+                 max_retries: int = MAX_RETRIES) -> None:
+        super().__init__(overall_max_rate=0, group_max_rate=0, max_retries=max_retries)
+        self._overall = Pace(*overall)
+        self._group_pace = group
+        self._chat_pace = ((chat_max_rate, chat_max_rate / chat_time_period)
+                           if chat_max_rate and chat_time_period else None)
+        self._chats: dict[int | str, Pace] = {}
 
-    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
-        if len(self._chat_limiters) > 1024:  # forget chats whose bucket is full again
-            for key, limiter in list(self._chat_limiters.items()):
-                if key != chat_id and limiter.has_capacity(limiter.max_rate):
-                    del self._chat_limiters[key]
-        if chat_id not in self._chat_limiters:
-            self._chat_limiters[chat_id] = AsyncLimiter(*self._chat_rate)
-        return self._chat_limiters[chat_id]
+    def _pace_of(self, chat_id: int | str, burst: float, rate: float) -> Pace:
+        if len(self._chats) > 1024:  # forget chats a whole burst could go to again
+            for key, pace in list(self._chats.items()):
+                if key != chat_id and pace.rested():
+                    del self._chats[key]
+        if chat_id not in self._chats:
+            self._chats[chat_id] = Pace(burst, rate)
+        return self._chats[chat_id]
+
+    def _paces(self, data: dict[str, Any]) -> list[Pace]:
+        """The paces a request to `data["chat_id"]` waits for: its chat's, then the overall."""
+        chat_id = data.get("chat_id")
+        if chat_id is None:
+            return []
+        with contextlib.suppress(TypeError, ValueError):
+            chat_id = int(chat_id)
+        if isinstance(chat_id, int) and chat_id > 0:
+            chat = self._pace_of(chat_id, *self._chat_pace) if self._chat_pace else None
+        elif isinstance(chat_id, int | str):  # a group or a channel (@name)
+            chat = self._pace_of(chat_id, *self._group_pace)
+        else:
+            chat = None
+        return [chat, self._overall] if chat else [self._overall]
 
     async def process_request(self, callback: Any, args: Any, kwargs: dict[str, Any],
                               endpoint: str, data: dict[str, Any],
                               rate_limit_args: int | None) -> Any:
-        """Wait for the chat's pace (private chats), then apply AIORateLimiter's limits."""
-        chat_id = data.get("chat_id")
-        with contextlib.suppress(TypeError, ValueError):
-            chat_id = int(chat_id)  # type: ignore[arg-type]
-        if all(self._chat_rate) and isinstance(chat_id, int) and chat_id > 0:
-            async with self._chat_limiter(chat_id):
-                return await super().process_request(callback, args, kwargs, endpoint, data,
-                                                      rate_limit_args)
-        return await super().process_request(callback, args, kwargs, endpoint, data,
+        """Pace each attempt of the request (AIORateLimiter retries it after a 429)."""
+        paces = self._paces(data)
+
+        async def paced(*call_args: Any, **call_kwargs: Any) -> Any:
+            async with contextlib.AsyncExitStack() as held:
+                for pace in paces:
+                    await held.enter_async_context(pace)
+                return await callback(*call_args, **call_kwargs)
+
+        return await super().process_request(paced, args, kwargs, endpoint, data,
                                               rate_limit_args)
 
 
 def rate_limiter(*, chat_rate: tuple[float, float] | None = (CHAT_BURST, CHAT_PERIOD),
                  max_retries: int = MAX_RETRIES) -> ChatPacedRateLimiter:
-    """30 messages/s overall, 20/min per group, `chat_rate` per private chat; 429s retried."""
+    """30 messages/s overall, 20/min per group, `chat_rate` (burst, period) per private chat;
+    429s retried."""
     burst, period = chat_rate or (0, 0)
     return ChatPacedRateLimiter(chat_max_rate=burst, chat_time_period=period,
-                                overall_max_rate=OVERALL_BURST,
-                                overall_time_period=OVERALL_BURST / OVERALL_RATE,
                                 max_retries=max_retries)
 
 

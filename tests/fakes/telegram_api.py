@@ -149,6 +149,7 @@ class FakeBotAPI:
         self._chats: dict[Any, JSONDict] = {}
         self._commands: dict[str, Any] = {}
         self._failures: dict[str, list[ApiError | None]] = {}  # None: this call goes through
+        self._stalls: list[float] = []
         self._next_update_id = 1
         self._message_ids = itertools.count(1)
         self._ids = itertools.count(1)
@@ -298,6 +299,12 @@ class FakeBotAPI:
             self.__dict__["released"] = True
             self.__dict__["hanging"].set()
 
+    def stall_next_message(self, seconds: float) -> None:
+        """Before it counts the next message, the server's whole process stops for `seconds`
+        (a garbage collection, a machine busy elsewhere): the event loop it shares with the
+        client stops with it, and every request under way arrives after it."""
+        self._stalls.append(seconds)
+
     async def _maybe_hang(self, method: str) -> None:
         hangs = self.__dict__.get("_hangs", {})
         after = self.__dict__.get("_hang_after", {})
@@ -322,6 +329,8 @@ class FakeBotAPI:
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
+            if self._stalls and _is_message(method):
+                time.sleep(self._stalls.pop(0))  # a stalled process, not a wait: nothing runs
             self._flood_check(method, params)
             await self._maybe_hang(method)
             if (failures := self._failures.get(method.lower())) and \
