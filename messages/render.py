@@ -124,6 +124,9 @@ class Renderer:
 
     def __init__(self, default_locale: str = DEFAULT_LOCALE) -> None:
         self.default_locale = default_locale
+        # A sentence without context (a label, a command's description) is the same text
+        # every time: rendered once. A command menu alone is thirty of them per message.
+        self._fixed: dict[tuple[str, str | None, str], str] = {}
 
     @cached_property
     def locales(self) -> tuple[str, ...]:
@@ -180,6 +183,8 @@ class Renderer:
         A context key may not be named like a helper (`b`, `i`, `code`, `link`): that raises
         `ShadowedHelper`. `tz` is a default that the context may replace.
         """
+        if not context and (text := self._fixed.get((key, locale, fmt))) is not None:
+            return text
         env = self._environments[fmt]
         shadowed = sorted(k for k in context if k in env.globals and k not in OVERRIDABLE)
         if shadowed:
@@ -188,7 +193,10 @@ class Renderer:
         for loc in (locale, self.default_locale):
             name = f"{loc}/{key}"
             if loc and name in self._templates:
-                return env.get_template(name).render(**context).strip()
+                text = env.get_template(name).render(**context).strip()
+                if not context:
+                    self._fixed[key, locale, fmt] = text
+                return text
         raise UnknownMessage(key)
 
     def keys(self, locale: str | None = None) -> list[str]:

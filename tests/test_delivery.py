@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from bot.delivery import Inbound, Liveness, Parts, PermanentFailure, Sender, TemporaryFailure
 from handlers import COMMANDS, FORMS, FREE_TEXT
@@ -693,6 +694,86 @@ async def test_a_slow_platform_filling_the_sweep_window_holds_back_no_other(core
         await one.sender.flush()
     assert len(slack.sent) == BATCH + 20
     assert await _count(core.db, OutboxItem.status == "sent") == BATCH + 30
+
+
+def _outbox_rows(core: Core, platform: str, chats: list[str]) -> list[OutboxItem]:
+    now = core.clock.now()
+    return [OutboxItem(platform=platform, chat_id=chat, lane=f"{platform}:{chat}",
+                       message=Outgoing("help.help").to_dict(), created_at=now, not_before=now)
+            for chat in chats]
+
+
+async def test_a_sweep_does_not_read_again_the_rows_already_in_hand(core: Core) -> None:
+    """A burst's replies wait in hand for Telegram's pace (3,000 of them take 100 s). Each new
+    reply made the next sweep read every row in hand again, so the CPU of a burst grew with
+    its square; the sweep now reads only what is not ours yet."""
+    from bot.delivery.sender import BATCH
+
+    tg = Recorder("telegram")
+    tg.hang = asyncio.Event()
+    async with core.db.transaction() as session:
+        session.add_all(_outbox_rows(core, "telegram", [str(n) for n in range(BATCH + 100)]))
+    read: list[int] = []
+
+    def count_rows(state: Any) -> Any:
+        if state.is_select and "outbox.not_before" in str(state.statement):
+            frozen = state.invoke_statement().freeze()
+            read.append(len(frozen().all()))
+            return frozen()
+        return None
+
+    async with Instance_(core, tg) as one:
+        assert await one.sender.sweep() == BATCH
+        assert await one.sender.sweep() == 100
+        async with core.db.transaction() as session:
+            session.add_all(_outbox_rows(core, "telegram", ["new-1", "new-2", "new-3"]))
+        event.listen(Session, "do_orm_execute", count_rows)
+        try:
+            assert await one.sender.sweep() == 3
+        finally:
+            event.remove(Session, "do_orm_execute", count_rows)
+        assert read == [3], f"the sweep read {read} rows for 3 new ones"
+        tg.hang.set()
+        await one.sender.flush()
+    assert await _count(core.db, OutboxItem.status == "sent") == BATCH + 103
+    assert len(tg.sent) == BATCH + 103
+
+
+async def test_rows_a_failing_store_kept_us_from_handing_back_are_sent_later(
+        core: Core) -> None:
+    """A lane stops at a row that failed; the rows behind it are handed back, and the store
+    fails right then: they stay ours but out of hand. The next sweep hands them back and they
+    go (the sweep no longer reads the rows in our hands, so nothing else would)."""
+    tg = Recorder("telegram")
+    tg.failures = [TemporaryFailure("502 Bad Gateway")]
+    async with core.db.transaction() as session:
+        session.add_all(OutboxItem(platform="telegram", chat_id="7", lane="telegram:7",
+                                   message=Outgoing("help.help", {"n": n}).to_dict(),
+                                   created_at=core.clock.now(), not_before=core.clock.now())
+                        for n in range(3))
+    engine = core.db.engine.sync_engine
+    failed: list[str] = []
+
+    def fail_hand_back(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if (statement.startswith("UPDATE outbox SET claimed_by") and "RETURNING" not in statement
+                and not failed):
+            failed.append(statement)
+            raise OperationalError(statement, {}, sqlite3.OperationalError("disk I/O error"))
+
+    async with Instance_(core, tg) as one:
+        one.sender.quick_retries = 0
+        event.listen(engine, "before_cursor_execute", fail_hand_back)
+        try:
+            assert await one.sender.sweep() == 3
+            await asyncio.gather(*list(one.sender._lane_tasks.values()))
+        finally:
+            event.remove(engine, "before_cursor_execute", fail_hand_back)
+        assert failed, "the hand-back failed"
+        assert await _count(core.db, OutboxItem.claimed_by == one.liveness.id) == 2
+        core.clock.advance(seconds=5)  # past the failed row's pause
+        await one.sender.flush()
+        assert [m.context["n"] for m in tg.messages] == [0, 1, 2]  # in order, each once
+    assert await _count(core.db, OutboxItem.status == "sent") == 3
 
 
 class FirstSendCounter(Recorder):

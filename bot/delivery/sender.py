@@ -29,7 +29,8 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, exists, select, text, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from bot.delivery.batches import GroupCommit
 from bot.delivery.errors import DeliveryFailure, Parts, PermanentFailure, TemporaryFailure
@@ -109,6 +110,7 @@ class Sender:
         self._lanes: dict[str, deque[int]] = {}
         self._lane_tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
+        self._unreleased: set[int] = set()  # claimed, out of hand, not handed back yet
         self._sweep_lock = asyncio.Lock()
         self._runner: asyncio.Task[object] | None = None
         self.refusing = False  # the store was replaced under us: send nothing from it
@@ -117,15 +119,20 @@ class Sender:
     async def sweep(self, limit: int = BATCH) -> int:
         """Claim what is due now and start sending it; returns how many rows were claimed.
 
-        The rows looked at are the oldest pending ones: `limit` past those already in our
-        hands, so that a platform slow to take its rows (Slack's 300 a minute) never fills
-        the window and holds back the rows of another behind them."""
-        limit += len(self._queued)
+        The rows looked at are the oldest pending ones not already in our hands: a platform
+        slow to take its rows (Slack's 300 a minute) never fills the window and holds back
+        the rows of another behind them, and a backlog in hand is not read again at each
+        sweep (it was, and a burst of 3,000 replies paced at 30 a second made each sweep read
+        all of them)."""
         async with self._sweep_lock:
             if self.refusing or not self.liveness.fresh():
                 return 0
             me = self.liveness.id
             now = self.clock.now()
+            if self._unreleased:  # what a failing store kept us from handing back
+                ids = sorted(self._unreleased)
+                await self._release(ids)
+                self._unreleased.difference_update(ids)
             async with self.db.transaction() as session:
                 if not self.db.is_sqlite:  # one claimer at a time across instances
                     await session.execute(text("SELECT pg_advisory_xact_lock(900900)"))
@@ -135,7 +142,8 @@ class Sender:
                            OutboxItem.claimed_by, OutboxItem.person_id, OutboxItem.platform)
                     .where(OutboxItem.status == "pending",
                            (OutboxItem.not_before <= now) | (OutboxItem.attempts > 0)
-                           | OutboxItem.claimed_by.is_not(None))
+                           | OutboxItem.claimed_by.is_not(None),
+                           OutboxItem.claimed_by.is_(None) | (OutboxItem.claimed_by != me))
                     .order_by(OutboxItem.id).limit(limit))).all()
                 blocked: set[str] = set()
                 take: list[int] = []
@@ -150,16 +158,14 @@ class Sender:
                     take.append(r.id)
                 if not take:
                     return 0
-                await session.execute(
+                claimed = sorted((await session.execute(
                     update(OutboxItem)
                     .where(OutboxItem.id.in_(take), OutboxItem.status == "pending",
                            OutboxItem.claimed_by.is_(None) | (OutboxItem.claimed_by == me)
                            | OutboxItem.claimed_by.not_in(select(Instance.id)))
-                    .values(claimed_by=me))
-                claimed = (await session.execute(
-                    select(OutboxItem.id, OutboxItem.lane)
-                    .where(OutboxItem.id.in_(take), OutboxItem.claimed_by == me)
-                    .order_by(OutboxItem.id))).all()
+                    .values(claimed_by=me)
+                    .returning(OutboxItem.id, OutboxItem.lane)
+                    .execution_options(synchronize_session=False))).all())
             for row in claimed:
                 self._queue(row.lane, row.id)
             return len(claimed)
@@ -193,8 +199,10 @@ class Sender:
                     rest = list(queue)
                     queue.clear()
                     self._queued.difference_update(rest)
-                    with contextlib.suppress(*STORE_ERRORS):
+                    try:
                         await self._release([row_id, *rest])
+                    except STORE_ERRORS:
+                        self._unreleased.update([row_id, *rest])
         finally:
             self._lanes.pop(lane, None)
             self._lane_tasks.pop(lane, None)
@@ -213,25 +221,38 @@ class Sender:
                 .values(claimed_by=None))
 
     # -- sending one row ----------------------------------------------------------------
-    async def _take(self, row_id: int) -> OutboxItem | None:
-        """Our claim, checked right before sending: the row, or None if it is not ours now."""
+    async def _take(self, row_id: int) -> tuple[OutboxItem, list[Identity]] | None:
+        """Our claim, checked right before sending: the row and its recipient's accounts (in
+        the same transaction), or None if the row is not ours now."""
         if self.stopping.is_set() or not self.liveness.fresh():
             return None
         me = self.liveness.id
         async with self.db.transaction() as session:
-            result = await session.execute(
+            item = (await session.execute(
                 update(OutboxItem)
                 .where(OutboxItem.id == row_id, OutboxItem.claimed_by == me,
                        OutboxItem.status == "pending",
                        exists(select(Instance.id).where(Instance.id == me)))
-                .values(attempts=OutboxItem.attempts + 1))
-            if not getattr(result, "rowcount", 0):
+                .values(attempts=OutboxItem.attempts + 1)
+                .returning(OutboxItem))).scalar_one_or_none()
+            if item is None:
                 return None
-            return await session.get(OutboxItem, row_id)
+            return item, await self._accounts(session, item)
 
-    async def _address(self, item: OutboxItem, tried: list[str]
+    @staticmethod
+    async def _accounts(session: AsyncSession, item: OutboxItem) -> list[Identity]:
+        """The accounts of the row's recipient (none for a row to a chat)."""
+        if item.person_id is None:
+            return []
+        return list((await session.scalars(
+            select(Identity).where(Identity.person_id == item.person_id)
+            .options(joinedload(Identity.person)))).unique())
+
+    async def _address(self, item: OutboxItem, tried: list[str],
+                       identities: list[Identity] | None = None
                        ) -> tuple[Channel, str, str, str]:
-        """The adapter and chat that reach the row's recipient, with locale and time zone."""
+        """The adapter and chat that reach the row's recipient, with locale and time zone
+        (`identities`: their accounts, when already read)."""
         message = item.message.get("context", {})
         if item.person_id is None:
             channel = self.channels.get(item.platform or "")
@@ -239,10 +260,9 @@ class Sender:
                 raise Undeliverable(f"no running {item.platform} adapter")
             return (channel, item.chat_id, str(message.get("locale") or "en"),
                     str(message.get("tz") or "UTC"))
-        async with self.db.transaction() as session:
-            identities = list(await session.scalars(
-                select(Identity).where(Identity.person_id == item.person_id)
-                .options(selectinload(Identity.person))))
+        if identities is None:
+            async with self.db.transaction() as session:
+                identities = await self._accounts(session, item)
         reachable = [
             i for i in identities
             if i.platform in self.channels and i.chat_id and i.unreachable_since is None
@@ -280,12 +300,14 @@ class Sender:
                 # slot back in between queued again behind every other lane's check, and a
                 # fan-out sent nothing until each of its rows (Slack's 1,000 too) was checked.
                 async with self._in_flight:
+                    accounts: list[Identity] | None = None
                     if item is None:
-                        item = await self._take(row_id)
-                        if item is None:
+                        taken = await self._take(row_id)
+                        if taken is None:
                             return not self.stopping.is_set() and self.liveness.fresh()
+                        item, accounts = taken
                         tried = list(item.extras.get("tried", []))
-                    channel, chat_id, locale, tz = await self._address(item, tried)
+                    channel, chat_id, locale, tz = await self._address(item, tried, accounts)
                     out = await self._message(item)
             except Undeliverable as exc:
                 assert item is not None  # raised by `_address`, once the row is ours
