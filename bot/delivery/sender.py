@@ -514,7 +514,8 @@ class Sender:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await finish([self._marks.task], grace)  # what was sent is marked before we go
-        left = sorted(self._queued)
+        left = sorted(self._queued | self._unreleased)
         self._queued.clear()
+        self._unreleased.clear()
         with contextlib.suppress(*STORE_ERRORS):
             await self._release(left)
