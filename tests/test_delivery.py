@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -774,6 +774,21 @@ async def test_rows_a_failing_store_kept_us_from_handing_back_are_sent_later(
         await one.sender.flush()
         assert [m.context["n"] for m in tg.messages] == [0, 1, 2]  # in order, each once
     assert await _count(core.db, OutboxItem.status == "sent") == 3
+
+
+async def test_a_row_claimed_by_us_that_no_lane_holds_is_taken_again(core: Core) -> None:
+    """A row left claimed by this very instance, in no lane (under stress, a kill-and-restart
+    test lost a reminder so): a sweep that finds nothing new takes it again, and it goes."""
+    tg = Recorder("telegram")
+    async with core.db.transaction() as session:
+        session.add_all(_outbox_rows(core, "telegram", ["41", "42"]))
+    async with Instance_(core, tg) as one:
+        async with core.db.transaction() as session:
+            await session.execute(update(OutboxItem).where(OutboxItem.chat_id == "41")
+                                  .values(claimed_by=one.liveness.id))
+        await one.sender.flush()
+        assert sorted(chat for chat, _ in tg.sent) == ["41", "42"]
+    assert await _count(core.db, OutboxItem.status == "sent") == 2
 
 
 class FirstSendCounter(Recorder):
