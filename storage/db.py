@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from storage import sqlite_driver
+
 DEFAULT_URL = "sqlite+aiosqlite:///fpbot.db"
 BUSY_TIMEOUT_MS = 5000
 
@@ -139,6 +141,7 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=0)
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": self.busy_timeout_s}
+            kwargs["module"] = sqlite_driver.dbapi()  # a statement in one trip to the thread
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine, busy_timeout_ms)
