@@ -17,7 +17,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from handlers.context import Context
 from handlers.types import Choice, FieldView, FormStep, FormView, Incoming, Outgoing, UserError
@@ -207,13 +207,18 @@ def _pick(value: str, choices: Sequence[Choice]) -> str:
     raise UserError("forms.bad_choice")
 
 
+# Built once: every message reads it (see `handlers.dispatch`).
+_CONVERSATION = select(Conversation).where(
+    Conversation.platform == bindparam("conversation_platform"),
+    Conversation.user_id == bindparam("conversation_user"),
+).with_for_update()  # two instances never move the same form at once
+
+
 async def _conversation(ctx: Context) -> Conversation | None:
     inc = ctx.incoming
     return await ctx.session.scalar(
-        select(Conversation).where(
-            Conversation.platform == inc.platform, Conversation.user_id == inc.user_id
-        ).with_for_update()  # two instances never move the same form at once
-    )
+        _CONVERSATION,
+        {"conversation_platform": inc.platform, "conversation_user": inc.user_id})
 
 
 async def current(ctx: Context) -> Conversation | None:

@@ -6,10 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Identity, OutboxItem
+
+_outbox: Any = OutboxItem.__table__
+_ADD = insert(_outbox).returning(_outbox.c.id)
+_ADD_MANY = insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
 
 
 def lane_of(platform: str, chat_id: str) -> str:
@@ -20,16 +24,20 @@ def lane_of(platform: str, chat_id: str) -> str:
 async def add_replies(session: AsyncSession, platform: str, inbox_id: int,
                       rows: Sequence[tuple[str, dict[str, Any], dict[str, Any], str]],
                       now: datetime) -> list[int]:
-    """Write the replies to an inbox item, in order, in the caller's transaction.
+    """Write the replies to an inbox item, in order, in the caller's transaction; their ids.
 
-    Each row is `(chat_id, message as a dict, extras, lane)`; an empty lane is the chat's."""
-    items = [OutboxItem(platform=platform, chat_id=chat_id, message=message,
-                        extras=dict(extras), lane=lane or lane_of(platform, chat_id),
-                        inbox_id=inbox_id, created_at=now, not_before=now)
-             for chat_id, message, extras, lane in rows]
-    session.add_all(items)
-    await session.flush()
-    return [i.id for i in items]
+    Each row is `(chat_id, message as a dict, extras, lane)`; an empty lane is the chat's.
+    One INSERT ... RETURNING, not the ORM's unit of work (a reply row is never read back in
+    the transaction that writes it)."""
+    if not rows:
+        return []
+    values = [{"platform": platform, "chat_id": chat_id, "message": message,
+               "extras": dict(extras), "lane": lane or lane_of(platform, chat_id),
+               "inbox_id": inbox_id, "created_at": now, "not_before": now}
+              for chat_id, message, extras, lane in rows]
+    if len(values) == 1:
+        return [(await session.execute(_ADD, values[0])).scalar_one()]
+    return list((await session.execute(_ADD_MANY, values)).scalars())
 
 
 async def resume_waiting(

@@ -70,6 +70,18 @@ def backoff(attempts: int, first: float = 2.0) -> timedelta:
     return min(timedelta(seconds=first * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
+# Built once: each row sent runs them (see `handlers.dispatch`). The claim checked right
+# before the send (still ours, our instance alive), counted as an attempt, the row returned.
+_me: Any = bindparam("take_me")
+_TAKE = (update(OutboxItem)
+         .where(OutboxItem.id == bindparam("take_id"), OutboxItem.claimed_by == _me,
+                OutboxItem.status == "pending", exists(select(Instance.id).where(Instance.id == _me)))
+         .values(attempts=OutboxItem.attempts + 1)
+         .returning(OutboxItem)
+         .execution_options(synchronize_session=False))
+_ACCOUNTS = (select(Identity).where(Identity.person_id == bindparam("accounts_of"))
+             .options(joinedload(Identity.person)))
+
 PARTS = "parts_sent"  # in an outbox row's extras: {"platform": ..., "n": parts already out}
 
 
@@ -236,15 +248,9 @@ class Sender:
         the same transaction), or None if the row is not ours now."""
         if self.stopping.is_set() or not self.liveness.fresh():
             return None
-        me = self.liveness.id
         async with self.db.transaction() as session:
             item = (await session.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == row_id, OutboxItem.claimed_by == me,
-                       OutboxItem.status == "pending",
-                       exists(select(Instance.id).where(Instance.id == me)))
-                .values(attempts=OutboxItem.attempts + 1)
-                .returning(OutboxItem))).scalar_one_or_none()
+                _TAKE, {"take_id": row_id, "take_me": self.liveness.id})).scalar_one_or_none()
             if item is None:
                 return None
             return item, await self._accounts(session, item)
@@ -255,8 +261,7 @@ class Sender:
         if item.person_id is None:
             return []
         return list((await session.scalars(
-            select(Identity).where(Identity.person_id == item.person_id)
-            .options(joinedload(Identity.person)))).unique())
+            _ACCOUNTS, {"accounts_of": item.person_id})).unique())
 
     async def _address(self, item: OutboxItem, tried: list[str],
                        identities: list[Identity] | None = None
