@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -358,15 +358,21 @@ def _hard_split(plain_line: str, limit: int) -> list[str]:
     return pieces
 
 
-def split_message(html_text: str, plain_text: str, limit: int = TEXT_LIMIT) -> list[str]:
+def split_message(html_text: str, plain_text: str | Callable[[], str],
+                  limit: int = TEXT_LIMIT) -> list[str]:
     """HTML chunks of at most `limit`, cut at line ends; never inside a tag or an entity.
 
     When a single line is too long, or a tag spans a cut, the message is sent as escaped plain
-    text instead, with over-long lines cut hard.
+    text instead, with over-long lines cut hard. `plain_text` may be a function: it is then
+    rendered only for that case (most messages fit in one).
     """
+    if text_length(html_text) <= limit and _balanced(html_text):
+        return [html_text]
     chunks = _pack(html_text.split("\n"), limit)
     if all(text_length(c) <= limit and _balanced(c) for c in chunks):
         return chunks
+    if callable(plain_text):
+        plain_text = plain_text()
     lines: list[str] = []
     for line in plain_text.split("\n"):
         lines.extend(_hard_split(line, limit) if text_length(escape_html(line)) > limit
@@ -750,7 +756,8 @@ class TelegramAdapter:
                 chat_id, document, caption=caption, parse_mode=ParseMode.HTML,
                 reply_markup=markup)
             return sent.message_id, False
-        chunks = split_message(html_text, message_text(self.renderer, out, locale, "plain"))
+        chunks = split_message(html_text,
+                               lambda: message_text(self.renderer, out, locale, "plain"))
         last, edited = 0, edit is not None and parts.sent > 0
         for n, chunk in enumerate(chunks):
             if n < parts.sent:  # out before a failure or a crash
