@@ -8,7 +8,10 @@ IMMEDIATE` included. On a bot handling a burst that was most of the time of a SQ
 transaction (about 110 trips to receive, handle and send one `/help`: profiled, 2026-12-06).
 
 Here a statement makes one trip: the thread opens a cursor, executes, reads every row and
-the cursor's facts (description, rowcount, lastrowid) and closes it. The rows were read at
+the cursor's facts (description, rowcount, lastrowid) and closes it. A transaction's `BEGIN`
+(or `BEGIN IMMEDIATE`) goes in the trip of its first statement, which follows it at once
+anyway (SQLAlchemy begins when the first statement needs the connection), and a commit or
+rollback with nothing to end (the pool's rollback after a commit) makes none. The rows were read at
 once before too (SQLAlchemy's adapter buffers them unless a server-side cursor is asked
 for, and `stream()` still gets that cursor, unchanged). Nothing else changes: the same
 aiosqlite connection and thread, the same order of work on it, the same exceptions.
@@ -37,8 +40,15 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[Any, list[Any] | None, int, int | None]
 
 
-def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
-    """In the connection's thread: the whole statement, its rows and its cursor's facts."""
+_BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
+
+
+def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool,
+         begin: str | None) -> _Outcome:
+    """In the connection's thread: the transaction's `begin` if it waits, then the whole
+    statement, its rows and its cursor's facts."""
+    if begin is not None:
+        conn.execute(begin)
     cursor = conn.cursor()
     try:
         if many:
@@ -98,14 +108,22 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         return None
 
     async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
             connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            begin, adapted._begin, adapted._clean = adapted._begin, None, False
             outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
-                _run, connection._conn, operation, parameters, many)
+                _run, connection._conn, operation, parameters, many, begin)
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows or ())
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if not parameters and operation in _BEGINS:  # goes with the next statement
+            adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+            adapted._begin = operation
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows.clear()
+            return
         try:
             await_(self._trip(operation, parameters, False))
         except Exception as error:
@@ -119,8 +137,29 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """The transaction's `BEGIN` goes with its first statement; a commit or a rollback with
+    nothing to end (no statement since the last one) makes no trip."""
+
+    __slots__ = ("_begin", "_clean")
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None  # asked for, not yet sent
+        self._clean = False  # nothing run since the last commit or rollback
+
+    def _nothing_to_end(self) -> bool:
+        nothing = self._begin is not None or self._clean
+        self._begin, self._clean = None, True
+        return nothing
+
+    def commit(self) -> None:
+        if not self._nothing_to_end():
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._nothing_to_end():
+            super().rollback()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

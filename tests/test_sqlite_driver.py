@@ -55,8 +55,13 @@ async def test_a_select_an_update_and_a_transaction_each_take_one_trip(
     trips.clear()
     async with store.reading() as session:
         assert await session.scalar(text("SELECT count(*) FROM t")) == 2
-    # BEGIN (was 3 trips), SELECT (was 4), then the session's and the pool's ROLLBACK
-    assert trips == ["_run", "_run", "rollback", "rollback"]
+    # BEGIN with the SELECT (were 3 trips and 4), the session's ROLLBACK; the pool's
+    # ROLLBACK after it has nothing to end (was one more trip)
+    assert trips == ["_run", "rollback"]
+    trips.clear()
+    async with store.transaction() as session:
+        await session.execute(text("UPDATE t SET name = 'Chile' WHERE id = 1"))
+    assert trips == ["_run", "commit"]  # BEGIN IMMEDIATE with the UPDATE (were 6), COMMIT
 
 
 async def test_ids_counts_and_many_rows_come_back_as_before(store: Database) -> None:
@@ -99,6 +104,35 @@ async def test_orm_statements_with_parameters_bound_later_read_and_write(tmp_pat
             ana = (await session.scalars(by_email, {"email": "ana@example.org"})).one()
             nobody = (await session.scalars(by_email, {"email": "x@example.org"})).first()
             assert (ana.name, ana.created_at) == ("Ana Rojas", now) and nobody is None
+    finally:
+        await db.dispose()
+
+
+async def test_a_begin_that_cannot_take_the_lock_fails_its_statement_and_nothing_stays_open(
+        tmp_path: Path) -> None:
+    """`BEGIN IMMEDIATE` goes with the first statement: when another process holds the write
+    lock, that statement fails as the BEGIN did before ("database is locked"), and the
+    connection is left with no transaction open."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=100)
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("CREATE TABLE t (n INTEGER)"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with db.transaction() as session:
+                    await session.execute(text("INSERT INTO t VALUES (1)"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+        async with db.reading() as session:
+            assert list(await session.scalars(text("SELECT n FROM t"))) == [2]
     finally:
         await db.dispose()
 
