@@ -125,6 +125,7 @@ class Block:
 
     database: str
     webhook: dict[str, Side] = field(default_factory=lambda: {"project": Side(), "echo": Side()})
+    paced: Side = field(default_factory=Side)  # the echo bot pacing its replies, one round
     polling: dict[str, Side] = field(default_factory=lambda: {"project": Side(), "echo": Side()})
     error: str = ""
     per_round: int = 0
@@ -318,6 +319,23 @@ async def _webhook(procs: Processes, block: Block, fakes: dict[str, FakeTelegram
         block.webhook[side].calls, block.webhook[side].refused = stats.accepted, stats.refused
         progress(f"ingest ({block.database}): stopping {bot.name}")
         await stopped_cleanly(bot)
+    await _paced_echo(procs, block, fakes["echo"], chats)
+
+
+async def _paced_echo(procs: Processes, block: Block, fake: FakeTelegram,
+                      chats: list[int]) -> None:
+    """The echo bot pacing its replies as the project must (PTB's AIORateLimiter, 30/s):
+    one round of the first round's load, for the CPU a paced reply costs."""
+    port = free_port()
+    bot = await procs.python("echo-paced", "benchmarks.echo_bot", "--port", str(port),
+                             "--paced", env=_env(fake))
+    await wait_healthy(bot, port)
+    progress(f"ingest ({block.database}): webhook, echo paced at 30/s, "
+             f"{block.per_round} updates")
+    block.paced.rounds.append(await webhook_round(bot, port, fake,
+                                                  messages(chats, block.per_round, seed=0),
+                                                  3_000_000))
+    await stopped_cleanly(bot)
 
 
 async def _polling(procs: Processes, block: Block, fakes: dict[str, FakeTelegram], url: str,
@@ -411,6 +429,17 @@ def figures(block: Block) -> list[Figure]:
         Figure(NAME, names[4], _ms(cpu), _ms(echo_cpu), "ms", "≤ 4× echo",
                None if cpu is None or not echo_cpu else cpu <= 4 * echo_cpu,
                "bot process utime+stime until its last reply is out, per update"),
+    ]
+    paced_cpu = block.paced.median("cpu_per_update")
+    if paced_cpu is not None:
+        figs.append(Figure(
+            NAME, f"CPU per update, against the echo bot paced at 30/s ({db})", _ms(cpu),
+            _ms(paced_cpu), "ms",
+            note=f"the same figure against the echo bot with PTB's AIORateLimiter, which "
+                 f"replies at Telegram's pace as the project does (1 round of "
+                 f"{block.per_round} updates; all its replies out in "
+                 f"{_fmt(block.paced.median('all_out_s'))} s)"))
+    figs += [
         Figure(NAME, names[5], calls, echo_calls, "calls", "≤ 1.05", calls <= 1.05,
                f"{sum(project.calls.values())} calls for {project.updates} updates over the "
                f"process's life; besides sendMessage: {others or 'none'}"),
