@@ -20,10 +20,6 @@ Each answer adds one bound: it is due `(answered since it + in flight + 1 - burs
 seconds after the answer. Stored as `answer time - its number / rate`, the bounds keep their
 order as answers come, so an answer whose bound is later than an earlier one's replaces it
 for good; the earliest remaining is the one that counts (a monotonic queue).
-
-A request that must wait goes at the next tick of a grid (`GRID`, finer for a fast pace), with
-every other request due by then: paced at 30 a second, three go every 0.1 s. A process woken
-30 times a second spends more CPU per message than one woken 10 times for three.
 """
 
 from __future__ import annotations
@@ -36,12 +32,6 @@ from collections.abc import Callable
 from types import TracebackType
 
 KEPT = 1024  # bounds kept; more are dropped oldest first (only a long run of early answers)
-# A request that must wait goes at the next tick of this grid (seconds of the pace's clock),
-# with the others due by then: paced at 30 a second, three at a time every 0.1 s, not one
-# every 33 ms. Each wake of an idle process costs more than the work it does; at 30 a second
-# bare PTB took 2.7 ms of CPU per message, in a burst 1.4 (measured, 2026-12-06).
-GRID = 0.1
-GROUP = 3  # ...but a pace fast enough to send more than this many a tick has a finer grid
 
 
 class Pace:
@@ -52,7 +42,6 @@ class Pace:
         if burst < 1 or rate <= 0:
             raise ValueError("a pace needs a burst of at least one and a positive rate")
         self.burst, self.rate, self._clock = burst, rate, clock
-        self._grid = min(GRID, GROUP / rate)
         self._in_flight = 0
         self._answered = 0
         self._bounds: deque[float] = deque()  # answer time - its number / rate, decreasing
@@ -60,17 +49,13 @@ class Pace:
         self._wake: asyncio.Future[None] | None = None
 
     def delay(self) -> float:
-        """Seconds until the next request may go: 0 now, `math.inf` until an answer comes;
-        one that must wait goes at a tick of the grid (`GRID`)."""
+        """Seconds until the next request may go: 0 now, `math.inf` until an answer comes."""
         if self._in_flight + 1 > self.burst:
             return math.inf
         if not self._bounds:
             return 0.0
         due = self._bounds[0] + (self._answered + self._in_flight + 2 - self.burst) / self.rate
-        now = self._clock()
-        if due <= now:
-            return 0.0
-        return math.ceil(due / self._grid - 1e-9) * self._grid - now  # the first tick from due
+        return max(0.0, due - self._clock())
 
     def rested(self) -> bool:
         """Whether a whole burst could go now: the pace may be forgotten."""
