@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import Identity, OutboxItem
 
 _outbox: Any = OutboxItem.__table__
-_ADD = insert(_outbox).returning(_outbox.c.id)
-_ADD_MANY = insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
+_ADD = insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
 
 
 def lane_of(platform: str, chat_id: str) -> str:
@@ -35,9 +34,7 @@ async def add_replies(session: AsyncSession, platform: str, inbox_id: int,
                "extras": dict(extras), "lane": lane or lane_of(platform, chat_id),
                "inbox_id": inbox_id, "created_at": now, "not_before": now}
               for chat_id, message, extras, lane in rows]
-    if len(values) == 1:
-        return [(await session.execute(_ADD, values[0])).scalar_one()]
-    return list((await session.execute(_ADD_MANY, values)).scalars())
+    return list((await session.execute(_ADD, values)).scalars())
 
 
 async def resume_waiting(

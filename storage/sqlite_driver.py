@@ -3,18 +3,20 @@
 aiosqlite runs the sqlite3 connection in a thread of its own, and each call it forwards is a
 trip there and back: the event loop queues the call, the thread wakes, runs it and schedules
 the result back on the loop, which wakes in turn. SQLAlchemy's adapter makes four of them for
-a SELECT (open a cursor, execute, fetch the rows, close) and three for a write, `BEGIN
-IMMEDIATE` included. On a bot handling a burst that was most of the time of a SQLite
-transaction (about 110 trips to receive, handle and send one `/help`: profiled, 2026-12-06).
+a SELECT (open a cursor, execute, fetch the rows, close) and three for a write or a `BEGIN`.
+An update of the benchmark's mix of commands, received, handled and its reply sent (ten sent
+at a time), made 55 trips, and they were most of the time of a SQLite transaction (profiled,
+2026-12-06).
 
 Here a statement makes one trip: the thread opens a cursor, executes, reads every row and
 the cursor's facts (description, rowcount, lastrowid) and closes it. A transaction's `BEGIN`
 (or `BEGIN IMMEDIATE`) goes in the trip of its first statement, which follows it at once
 anyway (SQLAlchemy begins when the first statement needs the connection), and a commit or
-rollback with nothing to end (the pool's rollback after a commit) makes none. The rows were read at
-once before too (SQLAlchemy's adapter buffers them unless a server-side cursor is asked
-for, and `stream()` still gets that cursor, unchanged). Nothing else changes: the same
-aiosqlite connection and thread, the same order of work on it, the same exceptions.
+rollback with nothing to end (the pool's rollback after a commit) makes none: 13 trips for
+that update. The rows were read at once before too (SQLAlchemy's adapter buffers them unless
+a server-side cursor is asked for, and `stream()` still gets that cursor, unchanged). Nothing
+else changes: the same aiosqlite connection and thread, the same order of work on it, the
+same exceptions.
 
 The versions of SQLAlchemy and aiosqlite are pinned (pyproject.toml); this leans on
 `aiosqlite.Connection._execute` (queue one call for the thread), as SQLAlchemy's own adapter
@@ -38,8 +40,6 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 _Outcome = tuple[Any, list[Any] | None, int, int | None]
-
-
 _BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 
 
