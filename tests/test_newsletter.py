@@ -238,6 +238,40 @@ async def test_the_html_is_valid_html5(edition_db: Database, clock: FrozenClock)
     assert 'style="' in html and 'class="section-heading"' in html  # the CSS is inlined
 
 
+def _elements(html: str) -> list[tuple[str, dict[str, str], str]]:
+    """Every element of a parsed document in order: its tag, attributes and own text."""
+    tree = html5lib.parse(html, namespaceHTMLElements=False)
+    return [(e.tag, {k: _declarations(v) if k == "style" else v for k, v in e.attrib.items()},
+             (e.text or "").strip()) for e in tree.iter()]
+
+
+def _declarations(style: str) -> str:
+    """A style attribute's declarations, one "; " between each (css-inline ends a style it
+    wrote itself with ";", and one it merged into without)."""
+    return "; ".join(d.strip() for d in style.split(";") if d.strip())
+
+
+async def test_every_element_carries_what_css_inline_would_inline(
+        edition_db: Database, clock: FrozenClock) -> None:
+    """The styles are worked out per class, once; inlining the stylesheet into a rendered draft
+    again with css-inline must add nothing (a rule that selects anything but one class or
+    `body` would, and fail here)."""
+    import css_inline
+
+    from messages.newsletter import stylesheet
+
+    await hostile_item(edition_db, clock)
+    html = (await all_formats(edition_db, clock))["html"]
+    again = css_inline.CSSInliner(extra_css=stylesheet(), keep_style_tags=False,
+                                  load_remote_stylesheets=False).inline(html)
+    mine, theirs = _elements(html), _elements(again)
+    assert len(mine) > 250 and mine == theirs
+    styled = [attrs for _, attrs, _ in mine if "class" in attrs]
+    assert styled and all(attrs.get("style") for attrs in styled)
+    body = next(attrs for tag, attrs, _ in mine if tag == "body")
+    assert body["style"] == "margin: 0; padding: 0; background-color: #eef1f5"
+
+
 async def test_the_docx_has_real_headings_and_lists(edition_db: Database,
                                                     clock: FrozenClock) -> None:
     draft = await compiled(edition_db, clock)
