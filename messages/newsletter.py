@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -97,15 +98,26 @@ def class_style(name: str, tag: str = "div") -> str:
     """css-inline's declarations for a `tag` of class `name` under the stylesheet, as the
     element's `class` and `style` attributes."""
     import css_inline
-    import html5lib
 
     inliner = css_inline.CSSInliner(extra_css=stylesheet(), keep_style_tags=False,
                                     load_remote_stylesheets=False)
     element = (f'<body class="{name}"></body>' if tag == "body"
                else f'<body><{tag} class="{name}"></{tag}></body>')
-    tree = html5lib.parse(inliner.inline(f"<!DOCTYPE html><html><head></head>{element}</html>"),
-                          namespaceHTMLElements=False)
-    found = tree.find(f".//{tag}[@class='{name}']")
-    style = "" if found is None else found.get("style", "")
+    found = _StyleOf(tag, name)
+    found.feed(inliner.inline(f"<!DOCTYPE html><html><head></head>{element}</html>"))
+    found.close()
     return str(Markup('class="{}"').format(name) + (
-        Markup(' style="{}"').format(style) if style else Markup("")))
+        Markup(' style="{}"').format(found.style) if found.style else Markup("")))
+
+
+class _StyleOf(HTMLParser):
+    """The style attribute of the first `tag` of class `name` in a document."""
+
+    def __init__(self, tag: str, name: str) -> None:
+        super().__init__()
+        self.tag, self.name, self.style = tag, name, ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == self.tag and found.get("class") == self.name and not self.style:
+            self.style = found.get("style") or ""
