@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.meetings import ELIGIBLE
@@ -218,14 +218,19 @@ def _stage(renderer: Renderer, language: str, stage: str, plan: int | None,
                            year=year or "")
 
 
+_FOCAL_POINTS = (select(Person.id, Person.name, Person.title, Person.ministry, Role.role)
+                 .join(Role, Role.person_id == Person.id)
+                 .where(Role.member_id == bindparam("member_id"),
+                        Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE])))
+_nap_status: Any = NapStatus.__table__
+_NAP_OF = (select(_nap_status.c.stage, _nap_status.c.plan_number, _nap_status.c.year_adopted)
+           .where(_nap_status.c.member_id == bindparam("member_id")))
+
+
 async def _focal_points(session: AsyncSession, member_id: int) -> list[dict[str, str]]:
     """The member's focal points, then its alternates, each by name (as the spotlight shows
     them: name, title and ministry)."""
-    rows = await session.execute(
-        select(Person.id, Person.name, Person.title, Person.ministry, Role.role)
-        .join(Role, Role.person_id == Person.id)
-        .where(Role.member_id == member_id,
-               Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE])))
+    rows = await session.execute(_FOCAL_POINTS, {"member_id": member_id})
     rank = {RoleName.FOCAL_POINT: 0, RoleName.ALTERNATE: 1}
     best: dict[int, tuple[int, dict[str, str]]] = {}
     for person_id, name, title, ministry, role in rows:
@@ -242,7 +247,7 @@ async def _spotlight(session: AsyncSession, edition: Edition, rows: list[DraftIt
         session, await store.members_with_material(session, edition.id))
     if member is None:
         return None, None
-    nap = await session.get(NapStatus, member.id)
+    nap = (await session.execute(_NAP_OF, {"member_id": member.id})).first()
     people = await _focal_points(session, member.id)
     return member, {
         "member": member.name, "region": member.region,

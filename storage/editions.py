@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import (
@@ -114,35 +114,46 @@ class DraftItem:
     files: list[str]
 
 
-def _in_edition(edition_id: int) -> Any:
+def _in_edition(edition_id: Any) -> Any:
     u = NationalUpdate.__table__.c
     return and_(u.edition_id == edition_id, u.status.in_([s.value for s in IN_EDITION]),
                 u.visibility != Visibility.NETWORK)
 
 
-async def draft_items(session: AsyncSession, edition_id: int) -> list[DraftItem]:
-    """The public items of an edition, as plain values, in two statements whatever its size
-    (the updates with their members' names, then their attachments' names), in the order they
-    were submitted. A draft of 20,000 items reads no ORM object (Core columns, plain rows):
-    building those was most of a compile's time."""
+def _draft_rows() -> Any:
+    """The statement `draft_items` runs, built once: every public item of an edition with its
+    member's name and its attachments' names (a row per attachment, one for an item without),
+    in the order the items were submitted."""
     u, a, m = NationalUpdate.__table__.c, UpdateAttachment.__table__.c, Member.__table__.c
-    files: dict[int, list[str]] = {}
-    for update_id, name in await session.execute(
-            select(a.update_id, a.name).join_from(UpdateAttachment.__table__,
-                                                  NationalUpdate.__table__,
-                                                  u.id == a.update_id)
-            .where(_in_edition(edition_id)).order_by(a.id)):
-        files.setdefault(update_id, []).append(name)
-    rows = await session.execute(
-        select(u.id, u.version, u.title, u.body, u.links, u.visibility, u.category,
-               u.organisation, u.member_id, m.name, u.section)
-        .select_from(NationalUpdate.__table__.outerjoin(Member.__table__, m.id == u.member_id))
-        .where(_in_edition(edition_id)).order_by(u.submitted_at, u.id))
-    return [DraftItem(id_, version, title, body, links, visibility, category, organisation,
-                      member_id, organisation if member_id is None else member_name,
-                      section, files.get(id_, []))
-            for (id_, version, title, body, links, visibility, category, organisation,
-                 member_id, member_name, section) in rows]
+    joined = (NationalUpdate.__table__
+              .outerjoin(Member.__table__, m.id == u.member_id)
+              .outerjoin(UpdateAttachment.__table__, a.update_id == u.id))
+    return (select(u.id, u.version, u.title, u.body, u.links, u.visibility, u.category,
+                   u.organisation, u.member_id, m.name, u.section, a.name)
+            .select_from(joined).where(_in_edition(bindparam("edition_id")))
+            .order_by(u.submitted_at, u.id, a.id))
+
+
+_DRAFT_ROWS = _draft_rows()
+
+
+async def draft_items(session: AsyncSession, edition_id: int) -> list[DraftItem]:
+    """The public items of an edition, as plain values, in one statement whatever its size,
+    in the order they were submitted. A draft of 20,000 items reads no ORM object (Core
+    columns, plain rows): building those was most of a compile's time."""
+    items: list[DraftItem] = []
+    last: DraftItem | None = None
+    for (id_, version, title, body, links, visibility, category, organisation, member_id,
+         member_name, section, file_name) in await session.execute(
+            _DRAFT_ROWS, {"edition_id": edition_id}):
+        if last is None or last.id != id_:
+            last = DraftItem(id_, version, title, body, links, visibility, category,
+                             organisation, member_id,
+                             organisation if member_id is None else member_name, section, [])
+            items.append(last)
+        if file_name is not None:
+            last.files.append(file_name)
+    return items
 
 
 async def members_with_material(session: AsyncSession, edition_id: int) -> list[Member]:
@@ -201,8 +212,11 @@ async def set_section(session: AsyncSession, update_id: int, section: str) -> No
 
 
 # -- spotlight ------------------------------------------------------------------------------
+_SPOTLIGHT = select(Spotlight).where(Spotlight.edition_id == bindparam("edition_id"))
+
+
 async def spotlight_of(session: AsyncSession, edition_id: int) -> Spotlight | None:
-    return await session.scalar(select(Spotlight).where(Spotlight.edition_id == edition_id))
+    return await session.scalar(_SPOTLIGHT, {"edition_id": edition_id})
 
 
 async def choose_spotlight(session: AsyncSession, edition_id: int, member_id: int, *,
@@ -250,7 +264,7 @@ async def default_spotlight(session: AsyncSession, candidates: list[Member]) -> 
 
 
 # -- NAP progress ---------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class RegionTotal:
     region: str
     members: int
@@ -271,27 +285,34 @@ async def nap_changes(session: AsyncSession, start: datetime, end: datetime
     return sorted(last.values(), key=lambda mc: mc[0].name)
 
 
+_NAP_TOTALS = (select(Member.__table__.c.region, func.count(),
+                      func.count(case((NapStatus.__table__.c.stage == NapStage.ADOPTED, 1))),
+                      func.count(case((NapStatus.__table__.c.stage == NapStage.IN_DEVELOPMENT,
+                                       1))))
+               .select_from(Member.__table__.outerjoin(
+                   NapStatus.__table__,
+                   NapStatus.__table__.c.member_id == Member.__table__.c.id))
+               .group_by(Member.__table__.c.region))
+
+
 async def nap_totals(session: AsyncSession) -> list[RegionTotal]:
-    """Members, adopted and in-development NAPs per region, regions alphabetically."""
-    rows = await session.execute(
-        select(Member.region, NapStatus.stage).outerjoin(NapStatus,
-                                                        NapStatus.member_id == Member.id))
-    totals: dict[str, list[int]] = {}
-    for region, stage in rows:
-        t = totals.setdefault(region, [0, 0, 0])
-        t[0] += 1
-        t[1] += int(stage == NapStage.ADOPTED)
-        t[2] += int(stage == NapStage.IN_DEVELOPMENT)
-    return [RegionTotal(r, *t) for r, t in sorted(totals.items())]
+    """Members, adopted and in-development NAPs per region, regions alphabetically (counted
+    by the database: a row per region, not per member; sorted here, as PostgreSQL's collation
+    would sort them otherwise)."""
+    return sorted(RegionTotal(region, int(members), int(adopted), int(developing))
+                  for region, members, adopted, developing in await session.execute(_NAP_TOTALS))
 
 
 # -- upcoming events ------------------------------------------------------------------------
+_MEETINGS_AFTER = (select(Meeting)
+                   .where(Meeting.status == MeetingStatus.SCHEDULED,
+                          Meeting.starts_at > bindparam("after", type_=Meeting.starts_at.type))
+                   .order_by(Meeting.starts_at, Meeting.id))
+
+
 async def meetings_starting_after(session: AsyncSession, after: datetime) -> list[Meeting]:
     """Scheduled (not cancelled) meetings that start after `after`, soonest first."""
-    return list(await session.scalars(
-        select(Meeting).where(Meeting.status == MeetingStatus.SCHEDULED,
-                              Meeting.starts_at > after)
-        .order_by(Meeting.starts_at, Meeting.id)))
+    return list(await session.scalars(_MEETINGS_AFTER, {"after": after}))
 
 
 # -- drafts ---------------------------------------------------------------------------------
@@ -299,10 +320,13 @@ def fingerprint(content: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_LATEST_DRAFT = (select(NewsletterDraft)
+                 .where(NewsletterDraft.edition_id == bindparam("edition_id"))
+                 .order_by(NewsletterDraft.number.desc()).limit(1))
+
+
 async def latest_draft(session: AsyncSession, edition_id: int) -> NewsletterDraft | None:
-    return await session.scalar(
-        select(NewsletterDraft).where(NewsletterDraft.edition_id == edition_id)
-        .order_by(NewsletterDraft.number.desc()).limit(1))
+    return await session.scalar(_LATEST_DRAFT, {"edition_id": edition_id})
 
 
 async def record_draft(session: AsyncSession, edition_id: int, *, versions: list[list[int]],
