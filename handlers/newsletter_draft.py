@@ -357,18 +357,20 @@ async def compile_draft(session: AsyncSession, edition: Edition, renderer: Rende
     t = labeller(renderer, edition.language)
     rows = await store.draft_items(session, edition.id)
     by_section: dict[str, list[DraftItem]] = {}
-    for row in rows:
-        by_section.setdefault(_section_of(row), []).append(row)
-    sections = [Section(key, t(f"heading_{key}"),
-                        [_item(r, t) for r in _ordered(by_section.get(key, []))])
-                for key in SECTIONS]
+    with store.building():
+        for row in rows:
+            by_section.setdefault(_section_of(row), []).append(row)
+        sections = [Section(key, t(f"heading_{key}"),
+                            [_item(r, t) for r in _ordered(by_section.get(key, []))])
+                    for key in SECTIONS]
     member, spotlight = await _spotlight(session, edition, rows, renderer)
     nap = await _nap(session, edition, renderer)
     events = await _events(session, edition, renderer, now, t)
     draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
                   spotlight=spotlight, nap=nap, t=t, events=events)
-    shown = draft.contents
-    versions = [[i.update_id, i.version] for i in draft.items]
+    with store.building():
+        shown = draft.contents
+        versions = [[i.update_id, i.version] for i in draft.items]
     if not record:
         last = await store.latest_draft(session, edition.id)
         if last is not None:

@@ -7,8 +7,11 @@ submitted, withdrawn or rejected ever does.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -114,6 +117,22 @@ class DraftItem:
     files: list[str]
 
 
+@contextlib.contextmanager
+def building() -> Iterator[None]:
+    """A stretch of code that builds many objects that all live on (a draft's items): run
+    without the cyclic garbage collector, which otherwise walked them again and again as they
+    piled up (a 20,000-item compile spent 44% of its time collecting, and grew faster than
+    its items). Only around code that never awaits: nothing else runs meanwhile, and garbage
+    made here is collected at the next collection after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _in_edition(edition_id: Any) -> Any:
     u = NationalUpdate.__table__.c
     return and_(u.edition_id == edition_id, u.status.in_([s.value for s in IN_EDITION]),
@@ -143,16 +162,18 @@ async def draft_items(session: AsyncSession, edition_id: int) -> list[DraftItem]
     columns, plain rows): building those was most of a compile's time."""
     items: list[DraftItem] = []
     last: DraftItem | None = None
-    for (id_, version, title, body, links, visibility, category, organisation, member_id,
-         member_name, section, file_name) in await session.execute(
-            _DRAFT_ROWS, {"edition_id": edition_id}):
-        if last is None or last.id != id_:
-            last = DraftItem(id_, version, title, body, links, visibility, category,
-                             organisation, member_id,
-                             organisation if member_id is None else member_name, section, [])
-            items.append(last)
-        if file_name is not None:
-            last.files.append(file_name)
+    rows = await session.execute(_DRAFT_ROWS, {"edition_id": edition_id})
+    with building():
+        for (id_, version, title, body, links, visibility, category, organisation, member_id,
+             member_name, section, file_name) in rows:
+            if last is None or last.id != id_:
+                last = DraftItem(id_, version, title, body, links, visibility, category,
+                                 organisation, member_id,
+                                 organisation if member_id is None else member_name, section,
+                                 [])
+                items.append(last)
+            if file_name is not None:
+                last.files.append(file_name)
     return items
 
 

@@ -6,6 +6,7 @@ deliberate change, and read the diff.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 from pathlib import Path
@@ -105,6 +106,29 @@ async def test_the_demo_edition_matches_its_golden_files(edition_db: Database,
     golden("edition-1.html", out["html"])
     golden("edition-1.md", out["md"])
     golden("edition-1.docx.txt", out["docx"])
+
+
+def test_a_draft_is_built_without_the_collector_which_is_then_as_it_was() -> None:
+    assert gc.isenabled()
+    with editions.building():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), editions.building():
+        raise RuntimeError("a failure half-way")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with editions.building():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
+
+
+async def test_compiling_leaves_the_collector_on(edition_db: Database,
+                                                 clock: FrozenClock) -> None:
+    draft = await compiled(edition_db, clock)
+    assert len(draft.items) == 8 and gc.isenabled()
 
 
 async def test_every_public_item_is_in_its_section_and_nothing_else_is(
