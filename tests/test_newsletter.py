@@ -24,7 +24,14 @@ from messages import Renderer
 from storage import editions
 from storage.db import Database
 from storage.edition_demo import ITEMS, load_demo_edition
-from storage.models import Member, NationalUpdate, Person, UpdateStatus, Visibility
+from storage.models import (
+    Member,
+    NationalUpdate,
+    Person,
+    UpdateAttachment,
+    UpdateStatus,
+    Visibility,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "newsletter"
 HEADINGS = ("From the Network", "Focal point spotlight", "Member action and policy",
@@ -146,6 +153,27 @@ async def test_every_public_item_is_in_its_section_and_nothing_else_is(
         for item in NEVER:  # network-only, still in review, withdrawn
             assert item.title not in readable, (fmt, item.title)
             assert item.body[:40] not in readable, (fmt, item.title)
+
+
+async def test_an_item_with_several_attachments_is_one_item_listing_them_in_order(
+        edition_db: Database, clock: FrozenClock) -> None:
+    """The items and their attachments are read in one statement, a row per attachment."""
+    async with edition_db.transaction() as session:
+        first, second = PUBLIC[0], PUBLIC[1]
+        ids = {i.title: await session.scalar(select(NationalUpdate.id).where(
+            NationalUpdate.title == i.title)) for i in (first, second)}
+        for name in ("plan-2018.pdf", "annex-a.docx", "annex-b.xlsx"):
+            session.add(UpdateAttachment(update_id=ids[first.title], platform="telegram",
+                                         file_id=f"f-{name}", name=name, size=1000,
+                                         mime_type="application/octet-stream"))
+    draft = await compiled(edition_db, clock)
+    by_title = {i.title: i for i in draft.items}
+    assert len(draft.items) == len(PUBLIC) == len(by_title)
+    assert by_title[first.title].files == ["plan-2018.pdf", "annex-a.docx", "annex-b.xlsx"]
+    assert by_title[second.title].files == []
+    md = render(draft, "md").decode()
+    assert md.index("plan-2018.pdf") < md.index("annex-a.docx") < md.index("annex-b.xlsx")
+    assert md.count("annex-a.docx") == 1
 
 
 async def test_the_draft_has_a_spotlight_the_nap_table_and_a_chart_of_table_cells(
