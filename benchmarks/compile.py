@@ -9,12 +9,13 @@ characters to escape. The project is what `/newsletter N html|md|docx` does: one
 transaction, `compile_draft` (the store read, the draft recorded), then `render`.
 
 Baseline, in the same rounds (the templating floor): rendering the same items, prepared as a
-list beforehand (the draft's context), with the same Jinja templates (`DraftTemplates`: HTML
-before CSS inlining, Markdown); for Word, which has no template, python-docx writing each
-item's heading, attribution and paragraphs. Targets: at most 3× the floor, and linear in the
-number of updates (the time per update at the largest size at most 1.5× that at the size
-before it). Peak memory: the rise of the resident set (VmHWM after the step, reset before
-it, so C allocations such as python-docx's lxml count too), in an untimed pass.
+list beforehand (the draft's context), with the same Jinja templates (`DraftTemplates`: the
+HTML one with its styles written in when it was compiled, Markdown); for Word, which has no
+template, python-docx writing each item's heading, attribution and paragraphs. Targets: at
+most 3× the floor, and linear in the number of updates (the time per update at the largest
+size at most 1.5× that at the size before it). Peak memory: the rise of the resident set
+(VmHWM after the step, reset before it, so C allocations such as python-docx's lxml count
+too), in an untimed pass.
 
 The process is settled before the timed rounds as `fpbot serve` and `fpbot run` settle
 theirs once started (`bot.runner.settle_memory`: what is alive is collected once and frozen),
@@ -329,8 +330,7 @@ def figures(cells: list[Cell]) -> list[Figure]:
             f"median of {len(c.project)}{_repeated(c.size)}; compile_draft (store read, draft "
             f"recorded) + render, one transaction{per}; floor: "
             + ("python-docx writing the same items (no template for Word)" if c.fmt == "docx"
-               else "the same Jinja template on the prepared items, no CSS inlining"
-               if c.fmt == "html" else "the same Jinja template on the prepared items")
+               else "the same Jinja template on the prepared items")
             + failed))
         out.append(Figure(
             BENCHMARK, f"{name} draft, {where}: peak memory", c.project_mib, c.floor_mib,

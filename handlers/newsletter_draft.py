@@ -254,8 +254,8 @@ async def _spotlight(session: AsyncSession, edition: Edition, rows: list[DraftIt
         "nap": _stage(renderer, edition.language, nap.stage, nap.plan_number,
                       nap.year_adopted) if nap else "",
         "people": people,
-        "material": [r.title for r in _ordered(rows) if r.member_id == member.id
-                     and r.visibility != Visibility.CHATHAM],
+        "material": [r.title for r in _ordered([r for r in rows if r.member_id == member.id
+                                                and r.visibility != Visibility.CHATHAM])],
     }
 
 

@@ -94,17 +94,22 @@ def stylesheet() -> str:
 
 
 @functools.cache
+def _inliner() -> Any:
+    """css-inline with the stylesheet, made when the first HTML template is compiled."""
+    import css_inline
+
+    return css_inline.CSSInliner(extra_css=stylesheet(), keep_style_tags=False,
+                                 load_remote_stylesheets=False)
+
+
+@functools.cache
 def class_style(name: str, tag: str = "div") -> str:
     """css-inline's declarations for a `tag` of class `name` under the stylesheet, as the
     element's `class` and `style` attributes."""
-    import css_inline
-
-    inliner = css_inline.CSSInliner(extra_css=stylesheet(), keep_style_tags=False,
-                                    load_remote_stylesheets=False)
     element = (f'<body class="{name}"></body>' if tag == "body"
                else f'<body><{tag} class="{name}"></{tag}></body>')
     found = _StyleOf(tag, name)
-    found.feed(inliner.inline(f"<!DOCTYPE html><html><head></head>{element}</html>"))
+    found.feed(_inliner().inline(f"<!DOCTYPE html><html><head></head>{element}</html>"))
     found.close()
     return str(Markup('class="{}"').format(name) + (
         Markup(' style="{}"').format(found.style) if found.style else Markup("")))

@@ -87,16 +87,20 @@ async def create(session: AsyncSession, *, title: str, period_start: date, perio
     return edition
 
 
+def _held(edition_id: Any, *, public: bool = True) -> Any:
+    """What an edition holds: its approved (or published) updates; `public` leaves out the
+    network-only ones. `edition_id`: a value or a bound parameter."""
+    u = NationalUpdate.__table__.c
+    held = and_(u.edition_id == edition_id, u.status.in_([s.value for s in IN_EDITION]))
+    return and_(held, u.visibility != Visibility.NETWORK) if public else held
+
+
 async def items(session: AsyncSession, edition_id: int, *, public: bool = True
                 ) -> list[NationalUpdate]:
     """The updates an edition holds; `public` leaves out network-only ones."""
-    stmt = (select(NationalUpdate)
-            .where(NationalUpdate.edition_id == edition_id,
-                   NationalUpdate.status.in_([s.value for s in IN_EDITION]))
-            .order_by(NationalUpdate.id))
-    if public:
-        stmt = stmt.where(NationalUpdate.visibility != Visibility.NETWORK)
-    return list(await session.scalars(stmt))
+    return list(await session.scalars(
+        select(NationalUpdate).where(_held(edition_id, public=public))
+        .order_by(NationalUpdate.id)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +137,6 @@ def building() -> Iterator[None]:
             gc.enable()
 
 
-def _in_edition(edition_id: Any) -> Any:
-    u = NationalUpdate.__table__.c
-    return and_(u.edition_id == edition_id, u.status.in_([s.value for s in IN_EDITION]),
-                u.visibility != Visibility.NETWORK)
-
-
 def _draft_rows() -> Any:
     """The statement `draft_items` runs, built once: every public item of an edition with its
     member's name and its attachments' names (a row per attachment, one for an item without),
@@ -149,7 +147,7 @@ def _draft_rows() -> Any:
               .outerjoin(UpdateAttachment.__table__, a.update_id == u.id))
     return (select(u.id, u.version, u.title, u.body, u.links, u.visibility, u.category,
                    u.organisation, u.member_id, m.name, u.section, a.name)
-            .select_from(joined).where(_in_edition(bindparam("edition_id")))
+            .select_from(joined).where(_held(bindparam("edition_id")))
             .order_by(u.submitted_at, u.id, a.id))
 
 
@@ -182,7 +180,7 @@ async def members_with_material(session: AsyncSession, edition_id: int) -> list[
     return list(await session.scalars(
         select(Member).where(Member.id.in_(
             select(NationalUpdate.__table__.c.member_id)
-            .where(_in_edition(edition_id), NationalUpdate.member_id.is_not(None),
+            .where(_held(edition_id), NationalUpdate.member_id.is_not(None),
                    NationalUpdate.visibility != Visibility.CHATHAM)))
         .order_by(Member.name, Member.id)))
 
