@@ -33,6 +33,7 @@ FP = "fp.chile@demo.invalid"
 
 class NullSender:
     platform = "console"
+    reads_back = False
 
     def reaches(self, chat_id: str) -> bool:
         return True

@@ -43,6 +43,7 @@ class Recorder:
 
     def __init__(self, platform: str = "console", renderer: Renderer | None = None) -> None:
         self.platform = platform
+        self.reads_back = False
         self.renderer = renderer or Renderer()
         self.sent: list[tuple[str, str]] = []
         self.texts: list[str] = []

@@ -247,3 +247,39 @@ async def test_views_slack_would_refuse_are_invalid_arguments(fake: FakeSlackAPI
     with pytest.raises(SlackApiError, match="no_text"):
         await client_for(fake).api_call("chat.postMessage", json={"channel": "C1"})
     assert [r.error for r in validate.take_refusals()] == ["no_text"]
+
+
+async def test_a_conversation_reads_back_newest_first_with_metadata_when_asked(
+        fake: FakeSlackAPI) -> None:
+    client = client_for(fake)
+    for n in range(5):
+        await client.chat_postMessage(channel="U9", text=f"message {n}", metadata={
+            "event_type": "fpbot_outbox_message", "event_payload": {"row": n, "part": 0}})
+    fake.post_by_user("U9", "U9", "a reply")
+    opened = await client.conversations_open(users="U9")
+    channel = opened["channel"]["id"]
+
+    first = await client.conversations_history(channel=channel, limit=4,
+                                               include_all_metadata=True)
+    assert [m["text"] for m in first["messages"]] == [
+        "a reply", "message 4", "message 3", "message 2"]
+    assert first["messages"][1]["metadata"]["event_payload"] == {"row": 4, "part": 0}
+    rest = await client.conversations_history(
+        channel=channel, limit=4, cursor=first["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in rest["messages"]] == ["message 1", "message 0"]
+    assert not rest["has_more"]
+    assert rest["messages"][0]["metadata"] == {"event_type": "fpbot_outbox_message"}
+    assert [m["text"] for m in fake.messages_to("U9")] == [f"message {n}" for n in range(5)]
+
+
+@pytest.mark.parametrize(("metadata", "error"), [
+    ({"event_type": "has space", "event_payload": {}}, "invalid_metadata_schema"),
+    ({"event_type": "ok", "event_payload": {"row": [1, 2]}}, "invalid_metadata_schema"),
+    ({"event_type": "ok", "payload": {}}, "invalid_metadata_format"),
+])
+async def test_metadata_slack_would_refuse_is_refused(
+        fake: FakeSlackAPI, metadata: dict[str, Any], error: str) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        await client_for(fake).chat_postMessage(channel="C1", text="hi", metadata=metadata)
+    assert refused.value.response["error"] == error
+    validate.take_refusals()  # seen here on purpose

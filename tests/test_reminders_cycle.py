@@ -103,6 +103,7 @@ class Recorder:
     """An adapter for the outbox: renders each message in every format and records it."""
 
     platform = "console"
+    reads_back = False
 
     def __init__(self, renderer: Renderer, clock: FrozenClock, crash_after: int | None = None,
                  sent: list[tuple[str, Outgoing, dict[str, str], datetime]] | None = None

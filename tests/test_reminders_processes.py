@@ -1,6 +1,8 @@
 """Reminders sent by real `fpbot` processes to the fake Bot API (issue 12): a fan-out to 500
 focal points killed with SIGKILL half-way goes out, after a restart, exactly once to each; two
-instances on one PostgreSQL send each reminder once, and one digest."""
+instances on one PostgreSQL send each reminder once, and one digest. On Slack, a process
+killed while its posts were taken but not yet answered (sent, never marked) does not send
+them again after a restart: it finds them in the conversations (issue 13)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from handlers.reminders import due_reminders
 from storage.db import Database
 from storage.deadlines import audience, sync_deadline
 from storage.models import DeadlineKind, Identity, OutboxItem, Person, Role, RoleName
+from tests.fakes.slack_api import TEAM_ID, FakeSlackAPI
 from tests.fakes.telegram_api import Call, FakeBotAPI
 from tests.test_digest import add_members
 from tests.test_telegram_cli import finish, fpbot, free_port, serving
@@ -180,3 +183,68 @@ async def test_two_instances_on_postgresql_send_each_reminder_once_and_one_diges
                and "Secretariat digest" in c.params["text"]]
     assert len(digests) == 1
     assert all("Traceback" not in out for out in logged)
+
+
+SLACK_TOKEN = "xoxb-crash-test"
+SLACK_PEOPLE = 24
+FIRST_SLACK_USER = 7_100_000  # their Slack users: U7100000, U7100001, …
+
+
+async def test_slack_posts_taken_but_unanswered_at_a_kill_are_not_sent_again(
+        demo_db: Database, tmp_path: Path) -> None:
+    """Slack takes 5 reminders and answers them; it takes the next ones too but never
+    answers, and the process is killed while 8 of them (every send it may have in flight)
+    wait for their answer: they went out, and are not marked. After the restart, each is
+    found in its conversation by its metadata and marked; the others go. Each person has
+    one reminder."""
+    now = datetime.now(UTC)
+    await add_members(demo_db, SLACK_PEOPLE, now)
+    users = [f"U{FIRST_SLACK_USER + n}" for n in range(SLACK_PEOPLE)]
+    async with demo_db.transaction() as session:
+        people = list(await session.scalars(
+            select(Person.id).where(Person.email.like("fp%@demo.invalid"),
+                                    Person.email.not_like("fp.%")).order_by(Person.id)))
+        assert len(people) == SLACK_PEOPLE
+        session.add_all(Identity(person_id=pid, platform="slack", user_id=f"{TEAM_ID}/{user}",
+                                 chat_id=user, created_at=now)
+                        for pid, user in zip(people, users, strict=True))
+        deadline = await sync_deadline(session, DeadlineKind.CUSTOM, None,
+                                       now + timedelta(minutes=50), TITLE,
+                                       audience(roles=[RoleName.FOCAL_POINT]),
+                                       now=now - timedelta(days=8))
+        deadline_id = deadline.id
+
+    async def all_marked() -> bool:
+        async with demo_db.transaction() as session:
+            return int(await session.scalar(
+                select(func.count()).select_from(OutboxItem)
+                .where(OutboxItem.dedupe_key.like(f"reminder:{deadline_id}:%"),
+                       OutboxItem.status == "sent", OutboxItem.sent_via == "slack")) or 0
+            ) == SLACK_PEOPLE
+
+    def reminded(user: str) -> int:
+        return sum(TITLE in m["text"] for m in fake.messages_to(user))
+
+    async with FakeSlackAPI(token=SLACK_TOKEN) as fake:
+        env = {"DATABASE_URL": demo_db.url, "SLACK_BOT_TOKEN": SLACK_TOKEN,
+               "SLACK_API_URL": f"{fake.url}/api/"}
+        fake.hold_answers("chat.postMessage", after=5)
+        first = await fpbot(tmp_path, env, "run")
+        try:
+            await until(lambda: fake.__dict__.get("held", 0) >= 8, 60,
+                        "the sender never had 8 posts waiting for their answer")
+        finally:
+            first.kill()  # SIGKILL while they wait
+            await first.wait()
+        out_at_kill = {user for user in users if reminded(user)}
+        assert len(out_at_kill) == 13, out_at_kill  # 5 answered, 8 taken unanswered
+        fake.release_hangs()
+        second = await fpbot(tmp_path, env, "run")
+        try:
+            await until(all_marked, 120, "the restart did not mark every reminder")
+        finally:
+            logged = await finish(second)
+    assert {user: reminded(user) for user in users} == {user: 1 for user in users}, logged
+    looked = [c.params["channel"] for c in fake.calls_to("conversations.history")]
+    assert len(looked) == 8 and {f"D{u}" for u in out_at_kill} >= set(looked), looked
+    assert "Traceback" not in logged

@@ -947,3 +947,143 @@ async def test_replies_left_unsent_at_a_clean_stop_go_out_at_the_next_start(
         assert [c.status for c in fake.calls_to("chat.postMessage")] == [500, 200]
     finally:
         await app.close()
+
+
+# -- what went before a crash or a timeout is not sent again (issue 13) ----------------------
+
+def metadata_of(call: Call) -> Any:
+    value = call.params.get("metadata")
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def outbox_rows(db: Database) -> list[OutboxItem]:
+    async with db.transaction() as session:
+        return list(await session.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+
+
+async def test_each_message_of_an_outbox_row_names_the_row_in_its_metadata(
+        slack: Slack) -> None:
+    await slack.command("help")
+    [post] = await slack.posts()
+    await slack.settled()
+
+    [row] = await outbox_rows(slack.app.db)
+    assert post.status == 200  # Slack's own checks of the metadata passed (tests/fakes)
+    assert metadata_of(post) == {"event_type": "fpbot_outbox_message",
+                                 "event_payload": {"row": row.id, "part": 0}}
+    assert row.status == "sent" and row.extras["sending_on"] == "slack"
+    assert "/fp start" in text_of(post)  # what the person reads is the reply itself
+    assert not slack.fake.calls_to("conversations.history")  # a first send looks for nothing
+
+
+async def long_notice(db: Database, clock: FrozenClock, user: str = "U1") -> list[list[Any]]:
+    """A notice to the coordinator, bound to `user`, that Slack takes as several messages;
+    returns the blocks of each (as the adapter cuts them)."""
+    from bot.adapters import slack_blocks as kit
+    from messages import Renderer
+
+    await bind(db, COORDINATOR, user, clock)
+    requests = [{"id": n, "name": f"Person {n}", "title": "Adviser", "ministry": "MFA",
+                 "email": f"p{n}@example.org", "member": "Chile", "created": clock.now()}
+                for n in range(1, 1800)]
+    notice = Outgoing("onboarding.requests_list", {"requests": requests})
+    async with db.transaction() as session:
+        coordinator = await session.scalar(select(Person.id).where(Person.email == COORDINATOR))
+        assert coordinator is not None
+        await queue_outgoing(session, [(coordinator, "long-notice", notice)], clock.now())
+    text = Renderer().render(notice.key, "en", "mrkdwn", **notice.context)
+    return kit.message_blocks(text)
+
+
+@pytest.mark.parametrize("answered", [0, 1])
+async def test_a_post_whose_answer_never_came_is_looked_for_and_not_sent_again(
+        slack: Slack, demo_db: Database, clock: FrozenClock, answered: int) -> None:
+    """Slack takes a message but its answer never comes (the client times out): the retry
+    first reads the conversation, finds that part there by its metadata, and sends only what
+    follows it. With `answered` 0 the first of two parts is the one unanswered; with 1, the
+    second (the first answered and recorded)."""
+    parts = len(await long_notice(demo_db, clock))
+    assert parts == 2  # the case under test: a notice over 50 blocks
+    slack.adapter.client.timeout = 1
+    slack.app.sender.quick_pause = 0.05
+    slack.fake.hold_answers("chat.postMessage", after=answered, times=1)
+    try:
+        slack.app.sender.poke()
+        await slack.fake.wait_for("conversations.history", timeout=15)
+        await slack.app.wait_idle()
+    finally:
+        slack.fake.release_hangs()
+    await slack.settled()
+
+    mine = slack.fake.messages_to("U1")
+    assert [metadata_of(Call("", m))["event_payload"]["part"] for m in mine] == [0, 1]
+    assert "Person 1, Adviser" in json.dumps(mine[0]["blocks"])  # the start, then the end
+    assert "Person 1799, Adviser" in json.dumps(mine[1]["blocks"])
+    assert len(slack.fake.calls_to("chat.postMessage")) == 2  # each part once
+    [looked] = slack.fake.calls_to("conversations.history")
+    assert looked.params["channel"] == "DU1"
+    [row] = [r for r in await outbox_rows(demo_db) if r.dedupe_key == "long-notice"]
+    assert row.status == "sent" and row.attempts == 1
+
+
+async def test_a_row_sent_before_a_crash_is_found_by_the_process_that_takes_it_over(
+        demo_db: Database, clock: FrozenClock, fake: FakeSlackAPI) -> None:
+    """A process posted both parts of a notice and was killed before recording them: the row
+    is left claimed by an instance that is gone, noted as being sent on Slack. The next
+    process finds its parts in the conversation and marks it sent, posting nothing."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    messages = await long_notice(demo_db, clock)
+    [row] = await outbox_rows(demo_db)
+    client = AsyncWebClient(token=TOKEN, base_url=f"{fake.url}/api/")  # the killed process
+    for n, blocks in enumerate(messages):
+        await client.chat_postMessage(channel="U1", text="…", blocks=blocks, metadata={
+            "event_type": "fpbot_outbox_message", "event_payload": {"row": row.id, "part": n}})
+    fake.post_by_user("U1", "U1", "thanks")  # the person wrote meanwhile
+    async with demo_db.transaction() as session:
+        stored = await session.get(OutboxItem, row.id)
+        assert stored is not None
+        stored.claimed_by, stored.attempts = "a-process-killed-mid-send", 1
+        stored.extras = {**stored.extras, "sending_on": "slack"}
+    app = BotApp(settings_for(demo_db, fake), clock=clock)
+    try:
+        async with running(app, [SlackAdapter(app)], webhook=True, scheduler=False):
+            await app.sender.flush()
+    finally:
+        await app.close()
+
+    assert len(fake.calls_to("chat.postMessage")) == len(messages)  # the killed one's only
+    assert len(fake.calls_to("conversations.history")) == 1
+    [row] = await outbox_rows(demo_db)
+    assert row.status == "sent" and row.sent_via == "slack"
+
+
+async def test_a_conversation_that_cannot_be_read_back_gets_the_row_again_with_a_warning(
+        slack: Slack, demo_db: Database, clock: FrozenClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An install without the `im:history` scope cannot look: the row goes again
+    (at-least-once, as on Telegram), and the account is not taken for unreachable."""
+    await long_notice(demo_db, clock)
+    slack.adapter.client.timeout = 1
+    slack.app.sender.quick_pause = 0.05
+    slack.fake.hold_answers("chat.postMessage", after=0, times=1)
+    slack.fake.refuse_next("conversations.history", "missing_scope")
+    try:
+        with caplog.at_level(logging.WARNING):
+            slack.app.sender.poke()
+            await slack.fake.wait_for("conversations.history", timeout=15)
+            slack.fake.release_hangs()
+            await slack.app.wait_idle()
+    finally:
+        slack.fake.release_hangs()
+    await slack.settled()
+
+    parts = [metadata_of(Call("", m))["event_payload"]["part"]
+             for m in slack.fake.messages_to("U1")]
+    assert parts == [0, 0, 1]  # the first part twice: it could not be looked for
+    assert "conversation history not readable (missing_scope)" in caplog.text
+    async with demo_db.transaction() as session:
+        account = await session.scalar(select(Identity).where(Identity.chat_id == "U1"))
+    assert account is not None and account.unreachable_since is None
+    [row] = [r for r in await outbox_rows(demo_db) if r.dedupe_key == "long-notice"]
+    assert row.status == "sent"

@@ -34,6 +34,9 @@ class PlatformAdapter(Protocol):
     """
 
     platform: str
+    # Whether `deliver()` can find what of an outbox row is in a conversation already
+    # (`parts.row`, `parts.unsure`): Slack, by each message's metadata; not the Bot API.
+    reads_back: bool
 
     def reaches(self, chat_id: str) -> bool:
         """Whether this adapter can deliver to `chat_id` (the sender asks)."""

@@ -27,6 +27,7 @@ class ConsoleAdapter:
     """Reads lines, hands them to the core, prints the replies."""
 
     platform = "console"
+    reads_back = False
 
     def __init__(
         self,

@@ -174,6 +174,12 @@ def submission_to_incoming(body: Mapping[str, Any]) -> Incoming:
                      form_version=meta.get("v"))
 
 
+# Each message of an outbox row carries the row and its part in its metadata, so that a row
+# taken over after a crash can be looked for in the conversation before it goes again.
+OUTBOX_EVENT = "fpbot_outbox_message"
+HISTORY_PAGE = 100  # messages a conversations.history call reads (newest first)...
+HISTORY_PAGES = 3  # ...and pages read, at most, looking for an unsure row
+
 # Errors that no retry can cure: resending would only repeat what already went out.
 PERMANENT_ERRORS = frozenset({
     "missing_scope", "channel_not_found", "invalid_blocks", "account_inactive",
@@ -304,6 +310,7 @@ class SlackAdapter:
     """Slack for the core, through Bolt: HTTP events or Socket Mode in, Web API calls out."""
 
     platform = PLATFORM
+    reads_back = True  # each message names its outbox row in its metadata
 
     def __init__(self, app: BotApp) -> None:
         self.app = app
@@ -561,21 +568,57 @@ class SlackAdapter:
     # -- outbound: Web API calls ------------------------------------------------------------
     async def _post(self, channel: str, out: Outgoing, locale: str, parts: Parts) -> None:
         """Post one reply (several messages past 50 blocks, the ones `parts` says are out
-        skipped), then its file."""
+        skipped), then its file. Each message of an outbox row names the row and its part in
+        its metadata; a row that may be out already (`parts.unsure`) is first looked for."""
         text = self._text(out, locale)
         messages = kit.message_blocks(text, choices=out.choices, step=out.step,
                                       labels=self._labels(locale))
+        if parts.unsure and parts.row is not None:
+            parts.sent = max(parts.sent, await self._parts_out(channel, parts.row))
+            parts.unsure = False
         for n, blocks in enumerate(messages):
             if n < parts.sent:
                 continue
+            metadata = (None if parts.row is None else
+                        {"event_type": OUTBOX_EVENT,
+                         "event_payload": {"row": parts.row, "part": n}})
             async with self.pacing.call("chat.postMessage", channel):
-                await self.client.chat_postMessage(channel=channel, text=kit.fallback(text),
-                                                   blocks=blocks, unfurl_links=False,
-                                                   unfurl_media=False)
+                await self.client.chat_postMessage(
+                    channel=channel, text=kit.fallback(text), blocks=blocks,
+                    unfurl_links=False, unfurl_media=False, metadata=metadata)
             if n < len(messages) - 1 or out.file is not None:
                 await parts.went(n + 1)
         if out.file is not None:
             await self._upload(channel, out.file)
+
+    async def _parts_out(self, channel: str, row: int) -> int:
+        """How many messages of outbox row `row` are in the conversation already: sent by a
+        process that ended before it could record them. The newest of them is the last part
+        sent (a row's parts go in order). When the history cannot be read (an install
+        without the `im:history` scope, say), 0: the row goes again, at-least-once."""
+        if channel[:1] in ("U", "W"):
+            channel = await self._dm_channel(channel)
+        cursor = None
+        try:
+            for _ in range(HISTORY_PAGES):
+                async with self.pacing.call("conversations.history"):
+                    page = await self.client.conversations_history(
+                        channel=channel, limit=HISTORY_PAGE, include_all_metadata=True,
+                        cursor=cursor)
+                for message in page.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == OUTBOX_EVENT and payload.get("row") == row:
+                        return int(payload.get("part", 0)) + 1
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            if exc.response.status_code == 429 or exc.response.status_code >= 500:
+                raise  # tried again later, still unsure
+            log.warning("outbox row %s: conversation history not readable (%s); sent again "
+                        "if it went before", row, exc.response.get("error"))
+        return 0
 
     async def _upload(self, channel: str, file: OutFile) -> None:
         if channel[:1] in ("U", "W"):

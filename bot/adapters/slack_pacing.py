@@ -20,7 +20,8 @@ from bot.adapters.pacing import Pace
 
 TIER_3, TIER_4 = 50.0, 100.0  # calls a minute: the published floor of each tier
 METHOD_TIERS: Mapping[str, float] = {
-    "conversations.open": TIER_3, "chat.update": TIER_3, "users.info": TIER_4,
+    "conversations.open": TIER_3, "conversations.history": TIER_3, "chat.update": TIER_3,
+    "users.info": TIER_4,
     "views.open": TIER_4, "views.publish": TIER_4, "files.getUploadURLExternal": TIER_4,
     "files.completeUploadExternal": TIER_4,
 }

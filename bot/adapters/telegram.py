@@ -414,6 +414,7 @@ class TelegramAdapter:
     """Talks to Telegram for the core."""
 
     platform = PLATFORM
+    reads_back = False  # the Bot API cannot read a chat back
 
     def __init__(self, app: BotApp, *, limiter: BaseRateLimiter[Any] | None = None,
                  poll_timeout: float = POLL_TIMEOUT, retry_first: float = RETRY_FIRST) -> None:

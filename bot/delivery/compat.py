@@ -20,6 +20,7 @@ class _SendOnly:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.platform = inner.platform
+        self.reads_back = False  # `send()` has no parts to count
 
     def reaches(self, chat_id: str) -> bool:
         return bool(self.inner.reaches(chat_id))

@@ -38,10 +38,18 @@ class Parts:
     """One message that the platform takes as several (a Telegram text over 4,096 characters,
     a Slack reply over 50 blocks): `sent` parts already went, so a resend after a failure or a
     crash starts after them; the adapter calls `went(n)` once its first `n` parts are out, and
-    the sender records it on the outbox row."""
+    the sender records it on the outbox row.
+
+    `row` names the outbox row, for a platform that can carry it with each message (Slack's
+    message metadata). `unsure`: a send of the row on this platform was begun before and
+    never recorded as done (the process was killed, the answer timed out), so some of its
+    parts may be out although `sent` does not count them; an adapter that can read the
+    conversation back counts them first and sets `unsure` to False."""
 
     sent: int = 0
     record: Callable[[int], Awaitable[None]] | None = None
+    row: int | None = None
+    unsure: bool = False
 
     async def went(self, n: int) -> None:
         self.sent = n

@@ -15,6 +15,11 @@ marked sent. A multi-part reply interrupted by a crash resumes at its first unse
 - The store failing after a send: the "sent" mark is retried until it lands; it is never sent
   again by this process. Only a crash in that window (or a heartbeat stall during a send)
   can send a row twice: delivery is at-least-once there, exactly-once everywhere else.
+- Except on a platform that can be read back (Slack: `Channel.reads_back`). Before such a
+  send the row notes it (`SENDING`); a row found so noted when it is sent again (after a
+  crash, a timeout, a failure) is "unsure" (`Parts.unsure`), and the adapter first looks for
+  what of it is already in the conversation, then sends only the rest. The Bot API cannot
+  read a chat back, so on Telegram the window stays.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class Channel(Protocol):
     """What the sender needs of an adapter."""
 
     platform: str
+    reads_back: bool  # can tell what of a row already is in a conversation (Parts.unsure)
 
     def reaches(self, chat_id: str) -> bool: ...
 
@@ -83,6 +89,7 @@ _ACCOUNTS = (select(Identity).where(Identity.person_id == bindparam("accounts_of
              .options(joinedload(Identity.person)))
 
 PARTS = "parts_sent"  # in an outbox row's extras: {"platform": ..., "n": parts already out}
+SENDING = "sending_on"  # in an outbox row's extras: the platform a send of it was begun on
 
 
 class Undeliverable(Exception):
@@ -331,13 +338,16 @@ class Sender:
                     return True
                 await self._later(item, str(exc), count=False)
                 return False
-            extras = {k: v for k, v in item.extras.items() if k != PARTS}
+            extras = {k: v for k, v in item.extras.items() if k not in (PARTS, SENDING)}
             slots = self._sending.setdefault(channel.platform,
                                              asyncio.Semaphore(self.max_in_flight))
             try:
                 async with slots:  # held until the send is marked: see MAX_IN_FLIGHT
+                    parts = self._parts(item, channel.platform)
+                    if channel.reads_back and not parts.unsure:
+                        await self._note_sending(item, channel.platform)
                     await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=extras,
-                                          parts=self._parts(item, channel.platform))
+                                          parts=parts)
                     await self._mark_sent(item.id, channel.platform)
             except TemporaryFailure as exc:
                 wait = exc.retry_after or 0.0
@@ -388,7 +398,18 @@ class Sender:
                 log.warning("outbox row %s: parts sent not recorded (store unavailable: %s)",
                             item.id, type(exc).__name__)
 
-        return Parts(sent, record)
+        return Parts(sent, record, row=item.id,
+                     unsure=item.extras.get(SENDING) == platform)
+
+    async def _note_sending(self, item: OutboxItem, platform: str) -> None:
+        """Note on the row, before its send begins, that it may be out on `platform` from
+        now on: a process taking it over after a crash looks for it there first."""
+        item.extras = {**item.extras, SENDING: platform}
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(OutboxItem).where(OutboxItem.id == item.id,
+                                         OutboxItem.status == "pending")
+                .values(extras=item.extras))
 
     async def _still_ours(self, row_id: int) -> bool:
         async with self.db.transaction() as session:

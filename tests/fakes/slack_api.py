@@ -125,6 +125,9 @@ class FakeSlackAPI:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
+        # What each conversation holds, oldest first: the messages posted to it (a DM under
+        # its "D…" id, whether posted to the user's id or to that), for conversations.history.
+        self.conversations: dict[str, list[Json]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -217,8 +220,16 @@ class FakeSlackAPI:
         self.__dict__.setdefault("_hangs", set()).add(method)
         self.__dict__.setdefault("hanging", asyncio.Event())
 
+    def hold_answers(self, method: str, after: int = 0, times: int | None = None) -> None:
+        """Carry out the calls of ``method`` past the first ``after`` (``times`` of them, or
+        all) but hold their answers until :meth:`release_hangs`: what a bot killed or timed
+        out then never learns went out. Each one held is counted in ``held``."""
+        self.__dict__.setdefault("_holds", {})[method] = (after, times)
+        self.__dict__.setdefault("hanging", asyncio.Event())
+
     def release_hangs(self) -> None:
         self.__dict__.get("_hangs", set()).clear()
+        self.__dict__.get("_holds", {}).clear()
         if "hanging" in self.__dict__:
             self.__dict__["hanging"].set()
 
@@ -298,7 +309,16 @@ class FakeSlackAPI:
         self.calls.append(Call(method, params, status))
         async with self._changed:
             self._changed.notify_all()
+        hold = self.__dict__.get("_holds", {}).get(method)
+        if hold is not None and status == 200 and self._held_now(method, *hold):
+            self.__dict__["held"] = self.__dict__.get("held", 0) + 1
+            await self.__dict__["hanging"].wait()
         return web.json_response(body, status=status, headers=headers)
+
+    def _held_now(self, method: str, after: int, times: int | None) -> bool:
+        """Whether the call of `method` just carried out is one whose answer is held."""
+        n = len([c for c in self.calls_to(method) if c.status == 200])
+        return n > after and (times is None or n <= after + times)
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
@@ -393,7 +413,40 @@ class FakeSlackAPI:
             "text": params.get("text", ""),
             "blocks": _decoded(params.get("blocks", [])),
         }
-        return {"ok": True, "channel": params.get("channel"), "ts": ts, "message": message}
+        if params.get("metadata"):
+            message["metadata"] = _decoded(params["metadata"])
+        channel = _conversation(str(params.get("channel")))
+        self.conversations.setdefault(channel, []).append(message)
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def post_by_user(self, channel: str, user: str, text: str) -> None:
+        """A message a person wrote in a conversation (for its history)."""
+        self.conversations.setdefault(_conversation(channel), []).append(
+            {"type": "message", "user": user, "ts": self._next_ts(), "text": text})
+
+    def messages_to(self, channel: str) -> list[Json]:
+        """The bot's messages in a conversation (a user's id names their DM), oldest first."""
+        return [m for m in self.conversations.get(_conversation(channel), [])
+                if m.get("bot_id") == BOT_ID]
+
+    def _conversations_history(self, params: Json) -> Json:
+        """Newest first, `limit` a page (Slack's default 100, at most 999), paged by an opaque
+        `next_cursor`; metadata only with `include_all_metadata` (as Slack, which otherwise
+        gives its event_type alone)."""
+        channel = str(params.get("channel", ""))
+        if channel[:1] not in ("C", "D", "G"):
+            return {"ok": False, "error": "channel_not_found"}
+        messages = list(reversed(self.conversations.get(channel, [])))
+        limit = min(int(params.get("limit") or 100), 999)
+        start = int(params.get("cursor") or 0)
+        page = messages[start:start + limit]
+        full = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        if not full:
+            page = [{**m, "metadata": {"event_type": m["metadata"]["event_type"]}}
+                    if "metadata" in m else m for m in page]
+        more = start + limit < len(messages)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _chat_update(self, params: Json) -> Json:
         text = params.get("text", "")
@@ -487,6 +540,12 @@ async def _read_params(request: web.Request) -> Json:
             {k: v.file.read() if isinstance(v, web.FileField) else v for k, v in form.items()}
         )
     return params
+
+
+def _conversation(channel: str) -> str:
+    """The conversation a message to `channel` lands in: a user's id stands for their DM with
+    the bot (the "D…" id conversations.open gives)."""
+    return "D" + channel if channel[:1] in ("U", "W") else channel
 
 
 def _decoded(value: Any) -> Any:

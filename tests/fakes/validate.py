@@ -286,14 +286,34 @@ def view_errors(view: Any) -> list[str]:
     return [f"[ERROR] failed to match all allowed schemas [json-pointer:{moved}]"] if moved else []
 
 
+def metadata_error(metadata: Any) -> str | None:
+    """Slack's refusal of a message's `metadata` (docs.slack.dev/messaging/message-metadata):
+    an object with an alphanumeric `event_type` and an `event_payload` object whose values
+    are strings, numbers, booleans, objects or lists of objects."""
+    if not isinstance(metadata, dict) or set(metadata) - {"event_type", "event_payload"}:
+        return "invalid_metadata_format"
+    kind, payload = metadata.get("event_type"), metadata.get("event_payload")
+    if not isinstance(kind, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,255}", kind):
+        return "invalid_metadata_schema"
+    scalar = (str, int, float, bool)
+    if not isinstance(payload, dict) or not all(
+            isinstance(v, (*scalar, dict)) or (isinstance(v, list) and all(
+                isinstance(x, dict) for x in v)) for v in payload.values()):
+        return "invalid_metadata_schema"
+    return None
+
+
 def slack_error(method: str, params: Json) -> Json | None:
     """Slack's `ok: false` answer to a payload it refuses; None when it is accepted."""
     answer: Json | None = None
     if method in _BLOCK_METHODS:
         blocks = _decoded(params.get("blocks"))
         text = params.get("text")
+        metadata = params.get("metadata")
         if not text and not blocks:
             answer = {"ok": False, "error": "no_text"}
+        elif metadata is not None and (problem := metadata_error(_decoded(metadata))):
+            answer = {"ok": False, "error": problem}
         elif text and len(str(text)) > MESSAGE_TEXT_MAX:
             answer = {"ok": False, "error": "msg_too_long"}
         elif blocks:
