@@ -22,13 +22,14 @@ the rule covers what is said there.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.meetings import ELIGIBLE
@@ -38,12 +39,12 @@ from storage import editions as store
 from storage.editions import DraftItem
 from storage.models import (
     Edition,
-    Meeting,
     Member,
     NapStatus,
     Person,
     Role,
     RoleName,
+    Spotlight,
     UpdateCategory,
     Visibility,
 )
@@ -171,12 +172,13 @@ def _paragraphs(body: str) -> list[list[str]]:
     return paras
 
 
-def _item(row: DraftItem, t: Callable[..., str]) -> Item:
+def _item(row: DraftItem, renderer: Renderer, language: str) -> Item:
     chatham = row.visibility == Visibility.CHATHAM
     if chatham:
         source = ""
     elif row.member_id is None and row.category == UpdateCategory.CIVIL_SOCIETY:
-        source = t("civil_society_source", organisation=row.organisation)
+        source = _once(renderer, "newsletter.civil_society_source", language,
+                       organisation=row.organisation)
     else:
         source = row.source
     return Item(update_id=row.id, version=row.version, title=row.title,
@@ -211,29 +213,63 @@ def labeller(renderer: Renderer, language: str) -> Callable[..., str]:
     return t
 
 
+_worded: weakref.WeakKeyDictionary[Renderer, dict[tuple[Any, ...], str]]
+_worded = weakref.WeakKeyDictionary()
+
+
+def _once(renderer: Renderer, key: str, language: str, **context: Any) -> str:
+    """`renderer.render(key, language, "plain", **context)`, rendered once per renderer and
+    context (of hashable values): for the sentences a compile words from what it reads (a NAP's
+    stage, a civil society voice's source, a meeting's lead, dates and registration), the same
+    text in every compile while the store stays as it is. A render is 10-40 µs, and a
+    compile had dozens; their contexts are as many as the store's plans, voices and meetings."""
+    worded = _worded.setdefault(renderer, {})
+    memo = (key, language, *context.items())
+    text = worded.get(memo)
+    if text is None:
+        text = worded[memo] = renderer.render(key, language, "plain", **context)
+    return text
+
+
 def _stage(renderer: Renderer, language: str, stage: str, plan: int | None,
            year: int | None) -> str:
-    plan_label = renderer.render("nap.ordinal", language, "plain", n=plan) if plan else ""
-    return renderer.render("nap.stage", language, "plain", stage=stage, plan=plan_label,
-                           year=year or "")
+    """A NAP's stage in words: "2nd NAP (adopted 2017)"."""
+    plan_label = _once(renderer, "nap.ordinal", language, n=plan) if plan else ""
+    return _once(renderer, "nap.stage", language, stage=stage, plan=plan_label, year=year or "")
 
 
-_FOCAL_POINTS = (select(Person.id, Person.name, Person.title, Person.ministry, Role.role)
-                 .join(Role, Role.person_id == Person.id)
-                 .where(Role.member_id == bindparam("member_id"),
-                        Role.role.in_([RoleName.FOCAL_POINT, RoleName.ALTERNATE])))
-_nap_status: Any = NapStatus.__table__
-_NAP_OF = (select(_nap_status.c.stage, _nap_status.c.plan_number, _nap_status.c.year_adopted)
-           .where(_nap_status.c.member_id == bindparam("member_id")))
+def _featured(members: Any) -> Any:
+    """What the spotlight shows of a member (of `members`, a FROM clause with the member
+    table), in one statement: its id, name and region, its NAP's stage, plan and year (None
+    without one), and its focal points and alternates: a row for each (one, with None, without
+    any). Was three: the spotlight with its ORM member, the NAP, the people."""
+    member, nap, role, person = (Member.__table__, NapStatus.__table__, Role.__table__,
+                                 Person.__table__)
+    return (select(member.c.id, member.c.name, member.c.region, nap.c.stage, nap.c.plan_number,
+                   nap.c.year_adopted, person.c.id, person.c.name, person.c.title,
+                   person.c.ministry, role.c.role)
+            .select_from(members
+                         .outerjoin(nap, nap.c.member_id == member.c.id)
+                         .outerjoin(role, and_(role.c.member_id == member.c.id,
+                                               role.c.role.in_([RoleName.FOCAL_POINT,
+                                                                RoleName.ALTERNATE])))
+                         .outerjoin(person, person.c.id == role.c.person_id)))
 
 
-async def _focal_points(session: AsyncSession, member_id: int) -> list[dict[str, str]]:
+_CHOSEN = _featured(Spotlight.__table__.join(
+    Member.__table__, Member.__table__.c.id == Spotlight.__table__.c.member_id)).where(
+    Spotlight.__table__.c.edition_id == bindparam("edition_id"))
+_MEMBER = _featured(Member.__table__).where(Member.__table__.c.id == bindparam("member_id"))
+
+
+def _focal_points(rows: list[Any]) -> list[dict[str, str]]:
     """The member's focal points, then its alternates, each by name (as the spotlight shows
-    them: name, title and ministry)."""
-    rows = await session.execute(_FOCAL_POINTS, {"member_id": member_id})
+    them: name, title and ministry), from `_featured`'s rows."""
     rank = {RoleName.FOCAL_POINT: 0, RoleName.ALTERNATE: 1}
     best: dict[int, tuple[int, dict[str, str]]] = {}
-    for person_id, name, title, ministry, role in rows:
+    for *_, person_id, name, title, ministry, role in rows:
+        if person_id is None:
+            continue
         r = rank[RoleName(role)]
         if person_id not in best or r < best[person_id][0]:
             best[person_id] = (r, {"name": name, "title": title, "ministry": ministry})
@@ -241,20 +277,22 @@ async def _focal_points(session: AsyncSession, member_id: int) -> list[dict[str,
 
 
 async def _spotlight(session: AsyncSession, edition: Edition, rows: list[DraftItem],
-                     renderer: Renderer) -> tuple[Member | None, dict[str, Any] | None]:
-    chosen = await store.spotlight_of(session, edition.id)
-    member = chosen.member if chosen else await store.default_spotlight(
-        session, await store.members_with_material(session, edition.id))
-    if member is None:
-        return None, None
-    nap = (await session.execute(_NAP_OF, {"member_id": member.id})).first()
-    people = await _focal_points(session, member.id)
-    return member, {
-        "member": member.name, "region": member.region,
-        "nap": _stage(renderer, edition.language, nap.stage, nap.plan_number,
-                      nap.year_adopted) if nap else "",
-        "people": people,
-        "material": [r.title for r in _ordered([r for r in rows if r.member_id == member.id
+                     renderer: Renderer) -> tuple[int | None, dict[str, Any] | None]:
+    """The spotlight's member id and what the section shows: the member chosen for the
+    edition, else `store.default_spotlight` of those with material in it."""
+    featured = list(await session.execute(_CHOSEN, {"edition_id": edition.id}))
+    if not featured:
+        member = await store.default_spotlight(
+            session, await store.members_with_material(session, edition.id))
+        if member is None:
+            return None, None
+        featured = list(await session.execute(_MEMBER, {"member_id": member.id}))
+    member_id, name, region, stage, plan, year = featured[0][:6]
+    return member_id, {
+        "member": name, "region": region,
+        "nap": "" if stage is None else _stage(renderer, edition.language, stage, plan, year),
+        "people": _focal_points(featured),
+        "material": [r.title for r in _ordered([r for r in rows if r.member_id == member_id
                                                 and r.visibility != Visibility.CHATHAM])],
     }
 
@@ -262,14 +300,15 @@ async def _spotlight(session: AsyncSession, edition: Edition, rows: list[DraftIt
 async def _nap(session: AsyncSession, edition: Edition, renderer: Renderer) -> dict[str, Any]:
     start = datetime.combine(edition.period_start, time.min, tzinfo=UTC)
     end = datetime.combine(edition.period_end + timedelta(days=1), time.min, tzinfo=UTC)
-    changes = [{"member": m.name, "date": f"{c.changed_at.day} {c.changed_at:%B %Y}",
+    changed, regions = await store.nap_progress(session, start, end)
+    changes = [{"member": c.member, "date": f"{c.changed_at.day} {c.changed_at:%B %Y}",
                 "stage": _stage(renderer, edition.language, c.stage, c.plan_number,
                                 c.year_adopted)}
-               for m, c in await store.nap_changes(session, start, end)]
+               for c in changed]
     totals = [{"region": r.region, "members": r.members, "adopted": r.adopted,
                "developing": r.developing,
                "pct": round(100 * r.adopted / r.members) if r.members else 0}
-              for r in await store.nap_totals(session)]
+              for r in regions]
     return {"changes": changes, "totals": totals,
             "members": sum(r["members"] for r in totals),
             "adopted": sum(r["adopted"] for r in totals),
@@ -292,8 +331,7 @@ def _eligible_key(roles: list[Any]) -> str:
     return found[0] if found else "everyone"
 
 
-def _event(meeting: Meeting, moment: datetime, renderer: Renderer, language: str,
-           t: Callable[..., str]) -> Event:
+def _event(meeting: Row[Any], moment: datetime, renderer: Renderer, language: str) -> Event:
     """One meeting, worded for a newsletter reader, its registration as it stands at `moment`."""
     tz = meeting.timezone
     zone = _venue_zone(tz)
@@ -309,19 +347,22 @@ def _event(meeting: Meeting, moment: datetime, renderer: Renderer, language: str
                                language, "plain")
     return Event(
         meeting_id=meeting.id, sequence=meeting.sequence, title=meeting.title,
-        lead=t("event_lead", kind=kind, host=meeting.host.name if meeting.host else ""),
-        when=t("event_when", starts=starts, ends=ends, start_time=f"{starts:%H:%M}",
-               end_time=f"{ends:%H:%M}", same_day=starts.date() == ends.date(), tz=tz),
+        lead=_once(renderer, "newsletter.event_lead", language, kind=kind,
+                   host=meeting.host or ""),
+        when=_once(renderer, "newsletter.event_when", language, starts=starts, ends=ends,
+                   start_time=f"{starts:%H:%M}", end_time=f"{ends:%H:%M}",
+                   same_day=starts.date() == ends.date(), tz=tz),
         venue=meeting.venue, online_url=_safe_url(meeting.online_url),
         agenda_url=_safe_url(meeting.agenda_url),
-        registration=t("event_registration", state=state, id=meeting.id, tz=tz,
-                       opens=meeting.registration_opens_at,
-                       closes=meeting.registration_closes_at, approval=meeting.needs_approval),
+        registration=_once(renderer, "newsletter.event_registration", language, state=state,
+                           id=meeting.id, tz=tz, opens=meeting.registration_opens_at,
+                           closes=meeting.registration_closes_at,
+                           approval=meeting.needs_approval),
         eligible=eligible, chatham=meeting.chatham_house)
 
 
-async def _events(session: AsyncSession, edition: Edition, renderer: Renderer, now: datetime,
-                  t: Callable[..., str]) -> list[Event]:
+async def _events(session: AsyncSession, edition: Edition, renderer: Renderer, now: datetime
+                  ) -> list[Event]:
     """The meetings the events section lists: upcoming for the edition's readers.
 
     An edition not yet out lists the scheduled meetings that start on or after its planned
@@ -343,7 +384,7 @@ async def _events(session: AsyncSession, edition: Edition, renderer: Renderer, n
             if meeting.starts_at.astimezone(zone).date() < day:
                 continue
             moment = max(now, datetime.combine(day, time.min, zone))
-        events.append(_event(meeting, moment, renderer, edition.language, t))
+        events.append(_event(meeting, moment, renderer, edition.language))
     return events
 
 
@@ -356,31 +397,31 @@ async def compile_draft(session: AsyncSession, edition: Edition, renderer: Rende
     """
     t = labeller(renderer, edition.language)
     rows = await store.draft_items(session, edition.id)
+    member_id, spotlight = await _spotlight(session, edition, rows, renderer)
+    nap = await _nap(session, edition, renderer)
+    events = await _events(session, edition, renderer, now)
+    # Read first, then built in one stretch: the collector, on while the reads await, would
+    # walk the items built before them at every collection.
     by_section: dict[str, list[DraftItem]] = {}
     with store.building():
         for row in rows:
             by_section.setdefault(_section_of(row), []).append(row)
         sections = [Section(key, t(f"heading_{key}"),
-                            [_item(r, t) for r in _ordered(by_section.get(key, []))])
+                            [_item(r, renderer, edition.language)
+                             for r in _ordered(by_section.get(key, []))])
                     for key in SECTIONS]
-    member, spotlight = await _spotlight(session, edition, rows, renderer)
-    nap = await _nap(session, edition, renderer)
-    events = await _events(session, edition, renderer, now, t)
-    draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
-                  spotlight=spotlight, nap=nap, t=t, events=events)
-    with store.building():
+        draft = Draft(edition=edition, number=0, created=now, is_new=False, sections=sections,
+                      spotlight=spotlight, nap=nap, t=t, events=events)
         shown = draft.contents
         versions = [[i.update_id, i.version] for i in draft.items]
     if not record:
-        last = await store.latest_draft(session, edition.id)
+        last = await store.last_draft(session, edition.id)
         if last is not None:
             draft.number, draft.created = last.number, last.created_at
         return draft
-    recorded, is_new = await store.record_draft(
-        session, edition.id, versions=versions,
-        spotlight_member_id=member.id if member else None, print_=store.fingerprint(shown),
-        now=now, by=by)
-    draft.number, draft.created, draft.is_new = recorded.number, recorded.created_at, is_new
+    draft.number, draft.created, draft.is_new = await store.record_draft(
+        session, edition.id, versions=versions, spotlight_member_id=member_id,
+        print_=store.fingerprint(shown), now=now, by=by)
     return draft
 
 

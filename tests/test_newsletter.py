@@ -16,7 +16,7 @@ import pytest
 from docx import Document
 from docx.table import Table
 from markdown_it import MarkdownIt
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from handlers.clock import FrozenClock
 from handlers.newsletter_draft import SECTIONS, Draft, compile_draft, render
@@ -26,12 +26,17 @@ from storage.db import Database
 from storage.edition_demo import ITEMS, load_demo_edition
 from storage.models import (
     Member,
+    NapStatus,
     NationalUpdate,
     Person,
+    Role,
+    RoleName,
+    Spotlight,
     UpdateAttachment,
     UpdateStatus,
     Visibility,
 )
+from tests.statements import counting
 
 GOLDEN = Path(__file__).parent / "golden" / "newsletter"
 HEADINGS = ("From the Network", "Focal point spotlight", "Member action and policy",
@@ -189,6 +194,67 @@ async def test_the_draft_has_a_spotlight_the_nap_table_and_a_chart_of_table_cell
     assert (weog["adopted"], weog["members"]) == (6, 23)
     assert f'width="{weog["pct"]}%"' in html and 'bgcolor="#0b6fa4"' in html
     assert "<img" not in html and "<script" not in html and "http" not in html.split("<body")[0]
+
+
+async def test_the_spotlight_nobody_chose_is_the_draft_it_makes_once_chosen(
+        edition_db: Database, clock: FrozenClock) -> None:
+    # The default spotlight's member is read by id, a chosen one through the edition: the
+    # same section, so the same draft (its fingerprint covers everything the draft shows).
+    async with edition_db.transaction() as session:
+        await session.execute(delete(Spotlight))
+        edition = await editions.by_number(session, 1)
+        assert edition is not None
+        member = await editions.default_spotlight(
+            session, await editions.members_with_material(session, edition.id))
+        alternate = await session.scalar(select(Person.id).where(
+            Person.email == "fp.chile@demo.invalid"))
+        assert member is not None and alternate is not None
+        session.add(Role(person_id=alternate, member_id=member.id, role=RoleName.ALTERNATE))
+    default = await compiled(edition_db, clock)
+    assert default.spotlight is not None and default.spotlight["member"] == member.name
+    assert default.spotlight["nap"] and default.spotlight["people"] and \
+        default.spotlight["material"]
+    async with edition_db.transaction() as session:
+        await editions.choose_spotlight(session, edition.id, member.id, now=clock.now(), by=None)
+    chosen = await compiled(edition_db, clock)
+    assert chosen.spotlight == default.spotlight
+    assert (default.number, chosen.number, chosen.is_new) == (1, 1, False)
+
+
+async def test_a_spotlight_member_without_focal_points_or_a_nap_shows_neither(
+        edition_db: Database, clock: FrozenClock) -> None:
+    async with edition_db.transaction() as session:
+        member = await session.scalar(
+            select(Member).where(Member.id.not_in(select(NapStatus.member_id)),
+                                 Member.id.not_in(select(Role.member_id)
+                                                  .where(Role.member_id.is_not(None))))
+            .order_by(Member.name).limit(1))
+        edition = await editions.by_number(session, 1)
+        assert member is not None and edition is not None
+        await editions.choose_spotlight(session, edition.id, member.id, now=clock.now(), by=None)
+    draft = await compiled(edition_db, clock)
+    assert draft.spotlight == {"member": member.name, "region": member.region, "nap": "",
+                               "people": [], "material": []}
+
+
+async def test_a_recompile_reads_the_store_in_five_statements_and_words_the_same_draft(
+        edition_db: Database, clock: FrozenClock) -> None:
+    # The items, the spotlight with its NAP and people, the NAP changes with the totals, the
+    # meetings, the last draft (and the first time, the new draft's INSERT). The second compile
+    # takes its NAP stages, voices' sources and meetings' sentences as the renderer worded them.
+    renderer = Renderer()
+    counts, files = [], []
+    for _ in range(2):
+        async with edition_db.transaction() as session:
+            edition = await editions.by_number(session, 1)
+            assert edition is not None
+            with counting(edition_db) as statements:
+                draft = await compile_draft(session, edition, renderer, now=clock.now(), by=None)
+            counts.append(len(statements))
+        files.append({fmt: render(draft, fmt) for fmt in ("html", "md")})
+    assert counts == [6, 5], counts
+    assert files[0] == files[1]
+    golden("edition-1.md", files[1]["md"].decode())
 
 
 async def test_items_are_grouped_by_member_and_chatham_house_items_come_last(
