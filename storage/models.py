@@ -132,7 +132,8 @@ class Role(Base):
     """One role a person holds, for one member (focal point, alternate) or the Network."""
 
     __tablename__ = "role"
-    __table_args__ = (UniqueConstraint("person_id", "member_id", "role", name="uq_role"),)
+    __table_args__ = (UniqueConstraint("person_id", "member_id", "role", name="uq_role"),
+                      Index("ix_role_member", "member_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
     member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
@@ -347,7 +348,8 @@ class NationalUpdate(Base):
     """A national update filed by a focal point for a member, and where it stands in review."""
 
     __tablename__ = "national_update"
-    __table_args__ = (Index("ix_update_status", "status", "submitted_at"),)
+    __table_args__ = (Index("ix_update_status", "status", "submitted_at"),
+                      Index("ix_update_edition", "edition_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # None for a civil society voice, which speaks for `organisation`, not for a member.
     member_id: Mapped[int | None] = mapped_column(ForeignKey("member.id"), nullable=True)
@@ -403,6 +405,7 @@ class UpdateAttachment(Base):
     """A file attached to an update; its content stays on the platform until needed."""
 
     __tablename__ = "update_attachment"
+    __table_args__ = (Index("ix_attachment_update", "update_id"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     update_id: Mapped[int] = mapped_column(ForeignKey("national_update.id", ondelete="CASCADE"))
     platform: Mapped[str] = mapped_column(String(16))

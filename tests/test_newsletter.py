@@ -459,3 +459,22 @@ async def test_the_default_spotlight_rotates_across_regions(edition_db: Database
         # Brazil's region (Latin America and the Caribbean) was featured: Chile must wait.
         chosen = await editions.default_spotlight(session, candidates)
         assert chosen is not None and chosen.code == "slovenia"
+
+
+async def test_the_draft_finds_an_editions_items_and_their_files_by_index(
+        edition_db: Database) -> None:
+    """SQLite's plan for the draft's one statement: the edition's updates and each one's
+    attachments are looked up by index, no table is scanned whole (before migration 0012
+    `update_attachment` was scanned once per update)."""
+    if not edition_db.is_sqlite:
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    async with edition_db.transaction() as session:
+        connection = await session.connection()
+        statement = editions._DRAFT_ROWS.params(edition_id=1).compile(
+            connection.engine, compile_kwargs={"literal_binds": True})
+        plan = [row[-1] for row in (await connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {statement}")).all()]
+    assert any("ix_update_edition" in step for step in plan), plan
+    assert any("ix_attachment_update" in step for step in plan), plan
+    assert not [step for step in plan if step.startswith("SCAN")
+                and "USING" not in step], plan
