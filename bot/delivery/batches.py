@@ -47,12 +47,17 @@ class GroupCommit(Generic[T, R]):
         self.task: asyncio.Task[None] | None = None  # the writer, while there is work
 
     async def __call__(self, item: T) -> R:
+        return await asyncio.shield(self.submit(item))  # giving up does not undo the write
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Queue `item`; the future of its result (a caller that waits for it with
+        `asyncio.wait` needs no task or shield of its own: the webhook's hot path)."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)
         self._waiting.append(_Waiting(item, done))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name=self._name)
-        return await asyncio.shield(done)  # a caller giving up does not undo the write
+        return done
 
     async def _run(self) -> None:
         while self._waiting:

@@ -77,6 +77,11 @@ RECEIPT_BATCH = 200  # requests written in one transaction at most
 SEEN = -1  # a receipt's result: the inbox has that request already
 
 
+def _seen(receipt: asyncio.Future[int | None]) -> bool:
+    """Whether a written receipt found its request in the inbox already."""
+    return not receipt.cancelled() and receipt.exception() is None and receipt.result() == SEEN
+
+
 @dataclass(frozen=True)
 class _Receipt:
     platform: str
@@ -150,28 +155,35 @@ class Inbound:
                                        {"limit": MAX_TEXT, "length": len(inc.text)}).to_dict()
             inc = replace(inc, text=inc.text[:200])
         payload = {"incoming": inc.to_dict(), "hints": hints}
-        keeping = asyncio.ensure_future(self._keep(platform, key, payload))
+        receipt = self._receipts.submit(_Receipt(platform, key, payload))
+        wait = timeout or self.receipt_timeout
+        give_up = time.monotonic() + wait
         with self.turns.arrival():  # handling yields to answering until this is answered
-            done, _ = await asyncio.wait({keeping}, timeout=timeout or self.receipt_timeout)
+            done, _ = await asyncio.wait({receipt}, timeout=wait)
+            if done and _seen(receipt):  # a redelivery: still to handle, or taken over?
+                receipt = asyncio.ensure_future(self._kept(platform, key, SEEN))
+                done, _ = await asyncio.wait({receipt},
+                                             timeout=max(give_up - time.monotonic(), 0.001))
         if not done:  # the store is slow: keep trying while we live, answer the platform now
-            task = asyncio.create_task(self._keep_late(keeping, platform, key, payload, handle))
+            task = asyncio.create_task(self._keep_late(receipt, platform, key, payload, handle))
             self._late.add(task)
             task.add_done_callback(self._late.discard)
             raise ReceiptDelayed(f"the store did not take a {platform} request in time")
-        inbox_id = keeping.result()
+        inbox_id = receipt.result()
         if inbox_id is not None and handle:
             self.submit(platform, inbox_id, inc, hints)
         return inbox_id
 
-    async def _keep_late(self, keeping: asyncio.Future[int | None], platform: str, key: str,
+    async def _keep_late(self, receipt: asyncio.Future[int | None], platform: str, key: str,
                          payload: dict[str, Any], handle: bool) -> None:
         """Finish keeping a request whose receipt was slow (retrying the write for a while);
         once kept it is handled like any other."""
         deadline = time.monotonic() + LATE_RECEIPT_FOR
         inbox_id: int | None = None
+        keeping: asyncio.Future[int | None] = receipt
         while True:
             try:
-                inbox_id = await keeping
+                inbox_id = await self._kept(platform, key, await keeping)
                 break
             except STORE_ERRORS as exc:
                 if time.monotonic() >= deadline or self._stopping.is_set():
@@ -179,18 +191,18 @@ class Inbound:
                               "send it again", platform, type(exc).__name__)
                     return
                 await asyncio.sleep(0.5)
-                keeping = asyncio.ensure_future(self._keep(platform, key, payload))
+                keeping = self._receipts.submit(_Receipt(platform, key, payload))
         if inbox_id is not None:
             log.info("a slow %s receipt was kept in the end (inbox item %s)", platform, inbox_id)
             self.submit(platform, inbox_id, Incoming.from_dict(payload["incoming"]),
                         payload["hints"])
 
-    async def _keep(self, platform: str, key: str, payload: dict[str, Any]) -> int | None:
-        """Write one request to the inbox; its id, or None when it was seen before.
+    async def _kept(self, platform: str, key: str, inbox_id: int | None) -> int | None:
+        """What the receipt of a request (`_write_receipts`) comes to: its inbox id, or None
+        when it was seen before (and is handled, or in someone's hands).
 
         Requests arriving together are written together (`GroupCommit`): one transaction
         for a burst, not one each. Nothing is acknowledged before its own row is in."""
-        inbox_id = await self._receipts(_Receipt(platform, key, payload))
         if inbox_id == SEEN:  # in the inbox already: handled, or still in someone's hands
             return await self._seen_before(platform, key)
         return inbox_id
