@@ -45,6 +45,7 @@ from storage.models import (
     OutboxItem,
     Person,
     RoleName,
+    StoreIdentity,
 )
 from tests.conftest import COORDINATOR, FP_CHILE
 from tests.fakes.slack_api import (
@@ -969,8 +970,10 @@ async def test_each_message_of_an_outbox_row_names_the_row_in_its_metadata(
 
     [row] = await outbox_rows(slack.app.db)
     assert post.status == 200  # Slack's own checks of the metadata passed (tests/fakes)
-    assert metadata_of(post) == {"event_type": "fpbot_outbox_message",
-                                 "event_payload": {"row": row.id, "part": 0}}
+    assert metadata_of(post) == {"event_type": "fpbot_outbox_message", "event_payload": {
+        "store": slack.adapter.store, "row": row.id, "of": 1, "part": 0}}
+    async with slack.app.db.reading() as session:  # the store's identity, not a guess
+        assert slack.adapter.store == await session.scalar(select(StoreIdentity.uid))
     assert row.status == "sent" and row.extras["sending_on"] == "slack"
     assert "/fp start" in text_of(post)  # what the person reads is the reply itself
     assert not slack.fake.calls_to("conversations.history")  # a first send looks for nothing
@@ -1026,19 +1029,35 @@ async def test_a_post_whose_answer_never_came_is_looked_for_and_not_sent_again(
     assert row.status == "sent" and row.attempts == 1
 
 
+@pytest.mark.parametrize(("whose", "posted"), [
+    ("this store's", 0),  # found: nothing posted again
+    ("another store's", 2),  # the same row number of another deployment: not this row
+    ("cut otherwise", 2),  # the row cut into 3 messages then: its parts are not these
+])
 async def test_a_row_sent_before_a_crash_is_found_by_the_process_that_takes_it_over(
-        demo_db: Database, clock: FrozenClock, fake: FakeSlackAPI) -> None:
+        demo_db: Database, clock: FrozenClock, fake: FakeSlackAPI, whose: str,
+        posted: int) -> None:
     """A process posted both parts of a notice and was killed before recording them: the row
     is left claimed by an instance that is gone, noted as being sent on Slack. The next
-    process finds its parts in the conversation and marks it sent, posting nothing."""
+    process finds its parts in the conversation and marks it sent, posting nothing; messages
+    that only share the row's number (another store's, or the row cut otherwise) are not
+    taken for it, and it goes whole (sent twice rather than lost)."""
     from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.app import store_identity
 
     messages = await long_notice(demo_db, clock)
     [row] = await outbox_rows(demo_db)
+    store = await store_identity(demo_db, clock.now())
+    key = {"store": store, "row": row.id, "of": len(messages)}
+    if whose == "another store's":
+        key["store"] = "0" * 32
+    elif whose == "cut otherwise":
+        key["of"] = 3
     client = AsyncWebClient(token=TOKEN, base_url=f"{fake.url}/api/")  # the killed process
     for n, blocks in enumerate(messages):
         await client.chat_postMessage(channel="U1", text="…", blocks=blocks, metadata={
-            "event_type": "fpbot_outbox_message", "event_payload": {"row": row.id, "part": n}})
+            "event_type": "fpbot_outbox_message", "event_payload": {**key, "part": n}})
     fake.post_by_user("U1", "U1", "thanks")  # the person wrote meanwhile
     async with demo_db.transaction() as session:
         stored = await session.get(OutboxItem, row.id)
@@ -1052,7 +1071,7 @@ async def test_a_row_sent_before_a_crash_is_found_by_the_process_that_takes_it_o
     finally:
         await app.close()
 
-    assert len(fake.calls_to("chat.postMessage")) == len(messages)  # the killed one's only
+    assert len(fake.calls_to("chat.postMessage")) == len(messages) + posted
     assert len(fake.calls_to("conversations.history")) == 1
     [row] = await outbox_rows(demo_db)
     assert row.status == "sent" and row.sent_via == "slack"
@@ -1087,3 +1106,45 @@ async def test_a_conversation_that_cannot_be_read_back_gets_the_row_again_with_a
     assert account is not None and account.unreachable_since is None
     [row] = [r for r in await outbox_rows(demo_db) if r.dedupe_key == "long-notice"]
     assert row.status == "sent"
+
+
+async def test_a_store_failing_as_a_send_is_noted_sends_nothing_and_the_row_goes_later(
+        slack: Slack, demo_db: Database, clock: FrozenClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The note that a Slack send has begun cannot be written: nothing is posted then, the
+    row is handed back (not counted as the adapter's failure), and the next sweep sends it,
+    once."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    await bind(demo_db, FP_CHILE, "U1", clock)
+    failed: list[int] = []
+
+    def fail_note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE outbox SET extras") and not failed:
+            failed.append(len(slack.fake.calls_to("chat.postMessage")))
+            raise OperationalError(statement, {}, sqlite3.OperationalError("disk I/O error"))
+
+    engine = slack.app.db.engine.sync_engine  # the bot's own connections
+    event.listen(engine, "before_cursor_execute", fail_note)
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with demo_db.transaction() as session:
+                chile = await session.scalar(select(Person.id).where(Person.email == FP_CHILE))
+                assert chile is not None
+                await queue_outgoing(session, [(chile, "test:noted",
+                                                Outgoing("forms.none_open"))], clock.now())
+            await slack.app.sender.flush()
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_note)
+    await slack.settled()
+
+    assert failed == [0]  # the note failed once, before anything was posted
+    assert "not sent now (store unavailable: OperationalError)" in caplog.text
+    assert "adapter failed" not in caplog.text
+    [post] = slack.fake.calls_to("chat.postMessage")
+    assert text_of(post) == "That form is no longer open. Send /fp help to start again."
+    [row] = [r for r in await outbox_rows(demo_db) if r.dedupe_key == "test:noted"]
+    assert row.status == "sent" and not row.last_error
+    assert row.extras["sending_on"] == "slack"

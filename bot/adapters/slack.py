@@ -62,6 +62,7 @@ from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
 from bot.adapters.slack_home import HomeRefresh, Whose
 from bot.adapters.slack_pacing import SlackPacing
+from bot.app import store_identity
 from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
@@ -332,6 +333,7 @@ class SlackAdapter:
         self.receipt_timeout = RECEIPT_TIMEOUT
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
+        self.store = ""  # the store's identity, in each outbox message's metadata (start)
         self.homes = HomeRefresh(self._publish_home)
         self.pacing = SlackPacing()
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
@@ -400,6 +402,9 @@ class SlackAdapter:
         return self._named(await self._look_up(inc))
 
     async def start(self, *, webhook: bool) -> None:
+        # (written here if the store has none yet: `fpbot` writes it when it opens a store)
+        self.store = self.app.store_uid or await store_identity(self.app.db,
+                                                                self.app.clock.now())
         if webhook:
             if not self.settings.slack_signing_secret:
                 raise AdapterSetupError("Slack over HTTP needs SLACK_SIGNING_SECRET: every request "
@@ -573,15 +578,18 @@ class SlackAdapter:
         text = self._text(out, locale)
         messages = kit.message_blocks(text, choices=out.choices, step=out.step,
                                       labels=self._labels(locale))
+        # Whose row, in which store, cut into how many messages: a message of another
+        # deployment's row of the same number, or of the row cut otherwise, is not taken for
+        # one of these parts (the row then goes whole: sent twice rather than lost).
+        key = {"store": self.store, "row": parts.row, "of": len(messages)}
         if parts.unsure and parts.row is not None:
-            parts.sent = max(parts.sent, await self._parts_out(channel, parts.row))
+            parts.sent = max(parts.sent, await self._parts_out(channel, key))
             parts.unsure = False
         for n, blocks in enumerate(messages):
             if n < parts.sent:
                 continue
             metadata = (None if parts.row is None else
-                        {"event_type": OUTBOX_EVENT,
-                         "event_payload": {"row": parts.row, "part": n}})
+                        {"event_type": OUTBOX_EVENT, "event_payload": {**key, "part": n}})
             async with self.pacing.call("chat.postMessage", channel):
                 await self.client.chat_postMessage(
                     channel=channel, text=kit.fallback(text), blocks=blocks,
@@ -591,11 +599,11 @@ class SlackAdapter:
         if out.file is not None:
             await self._upload(channel, out.file)
 
-    async def _parts_out(self, channel: str, row: int) -> int:
-        """How many messages of outbox row `row` are in the conversation already: sent by a
-        process that ended before it could record them. The newest of them is the last part
-        sent (a row's parts go in order). When the history cannot be read (an install
-        without the `im:history` scope, say), 0: the row goes again, at-least-once."""
+    async def _parts_out(self, channel: str, key: Mapping[str, Any]) -> int:
+        """How many messages of the outbox row `key` names are in the conversation already:
+        sent by a process that ended before it could record them. The newest of them is the
+        last part sent (a row's parts go in order). When the history cannot be read (an
+        install without the `im:history` scope, say), 0: the row goes again, at-least-once."""
         if channel[:1] in ("U", "W"):
             channel = await self._dm_channel(channel)
         cursor = None
@@ -608,7 +616,8 @@ class SlackAdapter:
                 for message in page.get("messages") or []:
                     meta = message.get("metadata") or {}
                     payload = meta.get("event_payload") or {}
-                    if meta.get("event_type") == OUTBOX_EVENT and payload.get("row") == row:
+                    if meta.get("event_type") == OUTBOX_EVENT and all(
+                            payload.get(k) == v for k, v in key.items()):
                         return int(payload.get("part", 0)) + 1
                 cursor = (page.get("response_metadata") or {}).get("next_cursor")
                 if not cursor:
@@ -617,7 +626,7 @@ class SlackAdapter:
             if exc.response.status_code == 429 or exc.response.status_code >= 500:
                 raise  # tried again later, still unsure
             log.warning("outbox row %s: conversation history not readable (%s); sent again "
-                        "if it went before", row, exc.response.get("error"))
+                        "if it went before", key["row"], exc.response.get("error"))
         return 0
 
     async def _upload(self, channel: str, file: OutFile) -> None:

@@ -96,6 +96,14 @@ class Undeliverable(Exception):
     """No running adapter reaches the person (yet)."""
 
 
+class _NotNoted(Exception):
+    """The store failed while a send was being noted on its row (`Sender._note_sending`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Sender:
     """Claims due outbox rows and sends them through the adapters."""
 
@@ -344,7 +352,7 @@ class Sender:
             try:
                 async with slots:  # held until the send is marked: see MAX_IN_FLIGHT
                     parts = self._parts(item, channel.platform)
-                    if channel.reads_back and not parts.unsure:
+                    if getattr(channel, "reads_back", False) and not parts.unsure:
                         await self._note_sending(item, channel.platform)
                     await channel.deliver(chat_id, out, locale=locale, tz=tz, extras=extras,
                                           parts=parts)
@@ -375,6 +383,10 @@ class Sender:
             except DeliveryFailure as exc:  # pragma: no cover - the two kinds above
                 await self._later(item, exc.reason)
                 return False
+            except _NotNoted as exc:  # nothing sent: the row and its lane are handed back
+                log.warning("outbox row %s not sent now (store unavailable: %s)", item.id,
+                            exc.reason)
+                return False
             except Exception as exc:  # an adapter bug: retried a few times, then failed
                 log.exception("outbox row %s: the %s adapter failed", item.id, channel.platform)
                 await self._later(item, f"{channel.platform}: {type(exc).__name__}")
@@ -403,13 +415,18 @@ class Sender:
 
     async def _note_sending(self, item: OutboxItem, platform: str) -> None:
         """Note on the row, before its send begins, that it may be out on `platform` from
-        now on: a process taking it over after a crash looks for it there first."""
-        item.extras = {**item.extras, SENDING: platform}
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxItem).where(OutboxItem.id == item.id,
-                                         OutboxItem.status == "pending")
-                .values(extras=item.extras))
+        now on: a process taking it over after a crash looks for it there first. Raises
+        `_NotNoted` when the store fails (and nothing is sent)."""
+        extras = {**item.extras, SENDING: platform}
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(OutboxItem).where(OutboxItem.id == item.id,
+                                             OutboxItem.status == "pending")
+                    .values(extras=extras))
+        except STORE_ERRORS as exc:
+            raise _NotNoted(type(exc).__name__) from exc
+        item.extras = extras
 
     async def _still_ours(self, row_id: int) -> bool:
         async with self.db.transaction() as session:

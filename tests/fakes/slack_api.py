@@ -225,7 +225,8 @@ class FakeSlackAPI:
         all) but hold their answers until :meth:`release_hangs`: what a bot killed or timed
         out then never learns went out. Each one held is counted in ``held``."""
         self.__dict__.setdefault("_holds", {})[method] = (after, times)
-        self.__dict__.setdefault("hanging", asyncio.Event())
+        if self.__dict__.setdefault("hanging", asyncio.Event()).is_set():
+            self.__dict__["hanging"] = asyncio.Event()  # released before: hold anew
 
     def release_hangs(self) -> None:
         self.__dict__.get("_hangs", set()).clear()
