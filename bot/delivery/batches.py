@@ -68,6 +68,7 @@ class GroupCommit(Generic[T, R]):
             except asyncio.CancelledError:  # a hung store at shutdown: none of it written
                 for w in (*batch, *self._waiting):
                     w.done.cancel()
+                self._waiting.clear()  # told "cancelled": not written by a later writer
                 raise
             except Exception as exc:  # the store failed: each caller decides what then
                 for w in batch:
