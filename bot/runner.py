@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot import preview
 from bot.adapters import PlatformAdapter
-from bot.app import BotApp
+from bot.app import BotApp, store_identity
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ async def running(app: BotApp, adapters: Sequence[PlatformAdapter], *, webhook: 
     tasks: list[asyncio.Task[None]] = []
     app.sender.stopping.clear()
     app.inbound.restart()
+    if not app.store_uid:  # a store not opened through `BotApp.open` (tests, scripts)
+        app.store_uid = await store_identity(app.db, app.clock.now())
     await app.liveness.start()
     try:
         for adapter in adapters:

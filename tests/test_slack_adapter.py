@@ -952,11 +952,6 @@ async def test_replies_left_unsent_at_a_clean_stop_go_out_at_the_next_start(
 
 # -- what went before a crash or a timeout is not sent again (issue 13) ----------------------
 
-def metadata_of(call: Call) -> Any:
-    value = call.params.get("metadata")
-    return json.loads(value) if isinstance(value, str) else value
-
-
 async def outbox_rows(db: Database) -> list[OutboxItem]:
     async with db.transaction() as session:
         return list(await session.scalars(select(OutboxItem).order_by(OutboxItem.id)))
@@ -970,10 +965,11 @@ async def test_each_message_of_an_outbox_row_names_the_row_in_its_metadata(
 
     [row] = await outbox_rows(slack.app.db)
     assert post.status == 200  # Slack's own checks of the metadata passed (tests/fakes)
-    assert metadata_of(post) == {"event_type": "fpbot_outbox_message", "event_payload": {
-        "store": slack.adapter.store, "row": row.id, "of": 1, "part": 0}}
     async with slack.app.db.reading() as session:  # the store's identity, not a guess
-        assert slack.adapter.store == await session.scalar(select(StoreIdentity.uid))
+        store = await session.scalar(select(StoreIdentity.uid))
+    assert store and blocks_of(post.params, "metadata") == {
+        "event_type": "fpbot_outbox_message",
+        "event_payload": {"store": store, "row": row.id, "of": 1, "part": 0}}
     assert row.status == "sent" and row.extras["sending_on"] == "slack"
     assert "/fp start" in text_of(post)  # what the person reads is the reply itself
     assert not slack.fake.calls_to("conversations.history")  # a first send looks for nothing
@@ -1019,7 +1015,7 @@ async def test_a_post_whose_answer_never_came_is_looked_for_and_not_sent_again(
     await slack.settled()
 
     mine = slack.fake.messages_to("U1")
-    assert [metadata_of(Call("", m))["event_payload"]["part"] for m in mine] == [0, 1]
+    assert [m["metadata"]["event_payload"]["part"] for m in mine] == [0, 1]
     assert "Person 1, Adviser" in json.dumps(mine[0]["blocks"])  # the start, then the end
     assert "Person 1799, Adviser" in json.dumps(mine[1]["blocks"])
     assert len(slack.fake.calls_to("chat.postMessage")) == 2  # each part once
@@ -1097,7 +1093,7 @@ async def test_a_conversation_that_cannot_be_read_back_gets_the_row_again_with_a
         slack.fake.release_hangs()
     await slack.settled()
 
-    parts = [metadata_of(Call("", m))["event_payload"]["part"]
+    parts = [m["metadata"]["event_payload"]["part"]
              for m in slack.fake.messages_to("U1")]
     assert parts == [0, 0, 1]  # the first part twice: it could not be looked for
     assert "conversation history not readable (missing_scope)" in caplog.text

@@ -62,7 +62,6 @@ from bot.adapters import slack_blocks as kit
 from bot.adapters.rendering import message_text
 from bot.adapters.slack_home import HomeRefresh, Whose
 from bot.adapters.slack_pacing import SlackPacing
-from bot.app import store_identity
 from bot.delivery.errors import Parts, PermanentFailure, TemporaryFailure
 from handlers.dispatch import STORE_ERRORS
 from handlers.types import Attachment, FormView, Incoming, OutFile, Outgoing
@@ -333,7 +332,6 @@ class SlackAdapter:
         self.receipt_timeout = RECEIPT_TIMEOUT
         self.names: dict[str, tuple[str, str | None]] = {}
         self.dm_channels: dict[str, str] = {}
-        self.store = ""  # the store's identity, in each outbox message's metadata (start)
         self.homes = HomeRefresh(self._publish_home)
         self.pacing = SlackPacing()
         names = "|".join(sorted((re.escape(n) for n in self.core.commands), key=len, reverse=True))
@@ -402,9 +400,6 @@ class SlackAdapter:
         return self._named(await self._look_up(inc))
 
     async def start(self, *, webhook: bool) -> None:
-        # (written here if the store has none yet: `fpbot` writes it when it opens a store)
-        self.store = self.app.store_uid or await store_identity(self.app.db,
-                                                                self.app.clock.now())
         if webhook:
             if not self.settings.slack_signing_secret:
                 raise AdapterSetupError("Slack over HTTP needs SLACK_SIGNING_SECRET: every request "
@@ -581,7 +576,7 @@ class SlackAdapter:
         # Whose row, in which store, cut into how many messages: a message of another
         # deployment's row of the same number, or of the row cut otherwise, is not taken for
         # one of these parts (the row then goes whole: sent twice rather than lost).
-        key = {"store": self.store, "row": parts.row, "of": len(messages)}
+        key = {"store": self.app.store_uid, "row": parts.row, "of": len(messages)}
         if parts.unsure and parts.row is not None:
             parts.sent = max(parts.sent, await self._parts_out(channel, key))
             parts.unsure = False

@@ -199,17 +199,16 @@ class Inbound:
 
     async def _kept(self, platform: str, key: str, inbox_id: int | None) -> int | None:
         """What the receipt of a request (`_write_receipts`) comes to: its inbox id, or None
-        when it was seen before (and is handled, or in someone's hands).
-
-        Requests arriving together are written together (`GroupCommit`): one transaction
-        for a burst, not one each. Nothing is acknowledged before its own row is in."""
+        when it was seen before (and is handled, or in someone's hands)."""
         if inbox_id == SEEN:  # in the inbox already: handled, or still in someone's hands
             return await self._seen_before(platform, key)
         return inbox_id
 
     async def _write_receipts(self, batch: Sequence[_Receipt]) -> list[int | None]:
         """Insert a batch of requests in one transaction: each one's id, SEEN for one the
-        inbox has already, None for the second of the same request in one burst."""
+        inbox has already, None for the second of the same request in one burst. Requests
+        arriving together are written together (`GroupCommit`): one transaction for a burst,
+        not one each; nothing is acknowledged before its own row is in."""
         first: dict[tuple[str, str], _Receipt] = {}
         for r in batch:
             first.setdefault((r.platform, r.key), r)
